@@ -1,0 +1,154 @@
+"""Configuration of an MMoE model: a backbone, one LoRA expert per interaction, a router, a fusion rule.
+
+This file is uploaded to the Hub next to ``modeling_mmoe.py`` as remote code, so it imports only
+``transformers`` (and the standard library).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PreTrainedConfig
+
+DEFAULT_EXPERTS: tuple[str, ...] = ("redundancy", "uniqueness", "synergy")
+"""The three interaction types of the MMoE paper, in the order the experts are stored."""
+
+FUSION_METHODS: tuple[str, ...] = ("average", "max", "prior", "router", "oracle")
+"""Fusion rules understood by :func:`mmoe.fusion.fuse`."""
+
+POOLING_METHODS: tuple[str, ...] = ("auto", "first", "last", "mean")
+
+
+class MMoEConfig(PreTrainedConfig):
+    r"""Configuration of :class:`~mmoe.MMoEForSequenceClassification`.
+
+    Args:
+        backbone_config (`dict` or `PreTrainedConfig`):
+            Configuration of the shared backbone; anything ``AutoModel.from_config`` can build
+            (BERT-like encoders, Qwen2/Llama decoders, ViLT, LLaVA, ...). A dict needs a ``model_type`` key.
+        backbone_name_or_path (`str`, *optional*):
+            Where the backbone weights came from (Hub id or local path). Kept for reference and model cards;
+            nothing is downloaded from it when the MMoE model is loaded.
+        experts (`list[str]`, defaults to ``["redundancy", "uniqueness", "synergy"]``):
+            One LoRA adapter and one classification head per name. Names must be unique and must not be
+            ``"router"`` or ``"__base__"``.
+        lora_r, lora_alpha, lora_dropout:
+            LoRA rank, scaling and dropout of every expert adapter (paper: 16, 32, 0.05).
+        lora_target_modules (`list[str]` or `str`, *optional*):
+            Modules that receive LoRA layers. ``None`` picks them from the backbone family
+            (see :func:`default_lora_target_modules`); a string is a regex or ``"all-linear"``.
+        pooling (`str`, defaults to ``"auto"``):
+            How a sequence becomes one vector: ``"first"`` token (encoders), ``"last"`` non-padding token
+            (decoder LLMs), ``"mean"`` over non-padding tokens, or ``"auto"`` to pick from the backbone family.
+        classifier_dropout (`float`): dropout before every expert head.
+        router_hidden_size (`int`): width of the router MLP's hidden layer (0 for a linear router).
+        router_dropout (`float`): dropout inside the router MLP.
+        router_focal_gamma, router_focal_alpha: focal loss of the router (paper: gamma=2, alpha=1).
+        fusion (`str`, defaults to ``"router"``): default fusion rule of ``forward``; one of
+            ``"average"``, ``"max"``, ``"prior"``, ``"router"``, ``"oracle"``.
+        prior_weights (`list[float]`, *optional*): per-expert weights of the ``"prior"`` rule, usually the
+            interaction frequencies of the training set; required when ``fusion="prior"``.
+        batched_experts (`bool`, defaults to ``True``): at inference, run every expert and the router's
+            adapter-free pass as one mixed-adapter batch of ``(E + 1) * B`` rows instead of ``E + 1``
+            sequential passes.
+        backbone_hidden_size (`int`, *optional*): width of the backbone's output, for backbones whose
+            config does not name it in a standard field.
+        num_labels / id2label / label2id: the classification labels, as in every ``transformers`` config.
+    """
+
+    model_type = "mmoe"
+    sub_configs = {"backbone_config": AutoConfig}
+
+    def __init__(
+        self,
+        backbone_config: dict[str, Any] | PreTrainedConfig | None = None,
+        backbone_name_or_path: str | None = None,
+        experts: list[str] | tuple[str, ...] | None = None,
+        lora_r: int = 16,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] | str | None = None,
+        pooling: str = "auto",
+        classifier_dropout: float = 0.1,
+        router_hidden_size: int = 256,
+        router_dropout: float = 0.1,
+        router_focal_gamma: float = 2.0,
+        router_focal_alpha: float = 1.0,
+        fusion: str = "router",
+        prior_weights: list[float] | None = None,
+        batched_experts: bool = True,
+        backbone_hidden_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(backbone_config, dict):
+            backbone_config = dict(backbone_config)
+            model_type = backbone_config.pop("model_type", None)
+            if model_type is None:
+                raise ValueError(
+                    "MMoEConfig: `backbone_config` given as a dict needs a `model_type` key "
+                    "(for example {'model_type': 'bert', ...})."
+                )
+            backbone_config = AutoConfig.for_model(model_type, **backbone_config)
+        self.backbone_config = backbone_config
+        self.backbone_name_or_path = backbone_name_or_path
+
+        self.experts = list(experts) if experts is not None else list(DEFAULT_EXPERTS)
+        self.lora_r = lora_r
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.lora_target_modules = (
+            list(lora_target_modules) if isinstance(lora_target_modules, (list, tuple)) else lora_target_modules
+        )
+        self.pooling = pooling
+        self.classifier_dropout = classifier_dropout
+        self.router_hidden_size = router_hidden_size
+        self.router_dropout = router_dropout
+        self.router_focal_gamma = router_focal_gamma
+        self.router_focal_alpha = router_focal_alpha
+        self.fusion = fusion
+        self.prior_weights = list(prior_weights) if prior_weights is not None else None
+        self.batched_experts = batched_experts
+        self.backbone_hidden_size = backbone_hidden_size
+        num_labels, id2label = kwargs.get("num_labels"), kwargs.get("id2label")
+        if num_labels is not None and id2label is not None and len(id2label) != num_labels:
+            # transformers only warns and silently keeps one of the two; a wrong head size is worse.
+            raise ValueError(
+                f"MMoEConfig: `num_labels`={num_labels} but `id2label` has {len(id2label)} entries "
+                f"({id2label}); pass matching values or only one of them."
+            )
+        kwargs.setdefault(
+            "auto_map",
+            {
+                "AutoConfig": "configuration_mmoe.MMoEConfig",
+                "AutoModel": "modeling_mmoe.MMoEForSequenceClassification",
+                "AutoModelForSequenceClassification": "modeling_mmoe.MMoEForSequenceClassification",
+            },
+        )
+        super().__init__(**kwargs)
+        self.validate_mmoe()
+
+    def validate_mmoe(self) -> None:
+        """Check the MMoE-specific fields; raise ``ValueError`` saying what to fix."""
+        if len(set(self.experts)) != len(self.experts) or not self.experts:
+            raise ValueError(f"MMoEConfig: `experts` must be a non-empty list of unique names, got {self.experts}.")
+        reserved = {"router", "__base__"} & set(self.experts)
+        if reserved:
+            raise ValueError(f"MMoEConfig: expert names {sorted(reserved)} are reserved; rename them.")
+        if self.fusion not in FUSION_METHODS:
+            raise ValueError(
+                f"MMoEConfig: unknown fusion method {self.fusion!r}; choose one of {list(FUSION_METHODS)}."
+            )
+        if self.pooling not in POOLING_METHODS:
+            raise ValueError(f"MMoEConfig: unknown pooling {self.pooling!r}; choose one of {list(POOLING_METHODS)}.")
+        if self.prior_weights is not None and len(self.prior_weights) != len(self.experts):
+            raise ValueError(
+                f"MMoEConfig: `prior_weights` has {len(self.prior_weights)} values but there are "
+                f"{len(self.experts)} experts {self.experts}; give one weight per expert."
+            )
+        if self.fusion == "prior" and self.prior_weights is None:
+            raise ValueError(
+                "MMoEConfig: fusion='prior' needs `prior_weights` (one per expert, e.g. the training-set "
+                "interaction frequencies)."
+            )
+        if self.lora_r <= 0:
+            raise ValueError(f"MMoEConfig: `lora_r` must be positive, got {self.lora_r}.")
