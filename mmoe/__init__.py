@@ -13,3 +13,12 @@ __all__ = [
     "MMoESequenceClassifierOutput",
     "__version__",
 ]
+
+# Local registration: with mmoe installed, Auto* classes load MMoE folders without remote code.
+from transformers import AutoConfig as _AutoConfig
+from transformers import AutoModel as _AutoModel
+from transformers import AutoModelForSequenceClassification as _AutoModelForSequenceClassification
+
+_AutoConfig.register("mmoe", MMoEConfig, exist_ok=True)
+_AutoModel.register(MMoEConfig, MMoEForSequenceClassification, exist_ok=True)
+_AutoModelForSequenceClassification.register(MMoEConfig, MMoEForSequenceClassification, exist_ok=True)

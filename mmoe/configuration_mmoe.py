@@ -89,7 +89,6 @@ class MMoEConfig(PreTrainedConfig):
                     "(for example {'model_type': 'bert', ...})."
                 )
             backbone_config = AutoConfig.for_model(model_type, **backbone_config)
-        self.backbone_config = backbone_config
         self.backbone_name_or_path = backbone_name_or_path
 
         self.experts = list(experts) if experts is not None else list(DEFAULT_EXPERTS)
@@ -125,6 +124,9 @@ class MMoEConfig(PreTrainedConfig):
             },
         )
         super().__init__(**kwargs)
+        # Assigned after the base __init__, which resets the attention implementation of every sub-config
+        # it already knows; a pretrained backbone's choice (e.g. sdpa) must survive.
+        self.backbone_config = backbone_config
         self.validate_mmoe()
 
     def validate_mmoe(self) -> None:

@@ -1,7 +1,468 @@
-# Placeholder while the model is being written (replaced in the next commit).
-class MMoEForSequenceClassification:  # noqa: D101
-    pass
+"""MMoE for sequence classification: one backbone, one LoRA adapter + head per interaction expert, a router.
+
+This file is uploaded to the Hub as remote code: it imports only ``torch``, ``transformers``, ``peft`` and
+sibling modules by relative import.
+
+How a forward pass works (``B`` examples, ``E`` experts, ``C`` classes, ``H`` hidden size):
+
+1. every expert ``i`` runs the shared backbone with its own LoRA adapter active; its pooled ``[B, H]``
+   representation goes through its own head to ``expert_logits[:, i]`` (``[B, C]``);
+2. the router runs the backbone with **no** adapter, pools it and maps it to ``router_weights`` ``[B, E]``;
+3. ``fuse(expert_logits, config.fusion, weights)`` returns class probabilities; ``logits`` are their logs.
+
+At inference all ``E + 1`` passes run as **one mixed-adapter batch** of ``(E + 1) * B`` rows (peft's
+``adapter_names`` routing): one kernel launch per layer instead of ``E + 1``, the same arithmetic, more
+memory. PEFT refuses mixed-adapter batches in training mode, so training runs the passes one after another
+(and training a single expert or the router runs only the passes it needs).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from peft import LoraConfig
+from peft.tuners.lora import LoraModel
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .backbone_utils import (
+    default_lora_target_modules,
+    pool_hidden_states,
+    resolve_hidden_size,
+    resolve_pooling,
+)
+from .configuration_mmoe import MMoEConfig
+from .fusion import fuse
+from .losses import focal_loss, fused_nll_loss
+
+ROUTER = "router"
+_BASE = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
+_NON_BACKBONE_KWARGS = ("labels", "interaction_labels", "fusion", "fusion_weights", "return_dict")
 
 
-class MMoESequenceClassifierOutput:  # noqa: D101
-    pass
+@dataclass
+class MMoESequenceClassifierOutput(ModelOutput):
+    """Output of :class:`MMoEForSequenceClassification`.
+
+    Args:
+        loss: scalar, when labels are given. Full model: negative log-likelihood of the fused probabilities
+            at ``labels``. While training one expert: that expert's cross-entropy. While training the router:
+            focal loss of the router against ``interaction_labels``.
+        logits: ``[B, C]`` log of the fused class probabilities (``softmax(logits)`` gives them back). While
+            training one expert: that expert's raw logits ``[B, C]``. While training the router: the router's
+            interaction logits ``[B, E]``.
+        expert_logits: ``[B, E, C]`` raw logits of every expert (``None`` while training one expert/the router).
+        router_weights: ``[B, E]`` router softmax; rows sum to 1 (``None`` while training one expert).
+        router_logits: ``[B, E]`` router scores before the softmax.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    expert_logits: torch.Tensor | None = None
+    router_weights: torch.Tensor | None = None
+    router_logits: torch.Tensor | None = None
+
+
+class MMoEClassificationHead(nn.Module):
+    """Dropout + linear map from a pooled representation ``[B, H]`` to class logits ``[B, C]``."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.dropout(pooled))
+
+
+class MMoERouter(nn.Module):
+    """MLP from the adapter-free pooled representation ``[B, H]`` to router scores ``[B, E]``."""
+
+    def __init__(self, hidden_size: int, num_experts: int, router_hidden_size: int, dropout: float) -> None:
+        super().__init__()
+        if router_hidden_size > 0:
+            self.net = nn.Sequential(
+                nn.Dropout(dropout),
+                nn.Linear(hidden_size, router_hidden_size),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(router_hidden_size, num_experts),
+            )
+        else:
+            self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_experts))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.net(pooled)
+
+
+class MMoEPreTrainedModel(PreTrainedModel):
+    config_class = MMoEConfig
+    base_model_prefix = "mmoe"
+    supports_gradient_checkpointing = True
+    main_input_name = "input_ids"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only MMoE's own heads are initialised here: the backbone initialises itself, and LoRA layers are
+        # initialised by peft (lora_B = 0, so every expert starts as the backbone) and flagged as done.
+        if isinstance(module, (MMoEClassificationHead, MMoERouter)):
+            for layer in module.modules():
+                if isinstance(layer, nn.Linear):
+                    nn.init.normal_(layer.weight, std=0.02)
+                    nn.init.zeros_(layer.bias)
+
+
+class MMoEForSequenceClassification(MMoEPreTrainedModel):
+    """Mixture of multimodal interaction experts over one shared backbone.
+
+    Attributes:
+        backbone: a peft ``LoraModel`` wrapping the ``AutoModel`` backbone, holding one adapter per expert.
+        expert_heads: ``ModuleDict`` expert name -> :class:`MMoEClassificationHead`.
+        router: :class:`MMoERouter`.
+
+    Training targets (see :meth:`train_expert`, :meth:`train_router`, :meth:`train_mixture`) decide which
+    parameters are trainable and what ``forward`` computes; a freshly built or loaded model runs the full
+    mixture with everything frozen but the heads, adapters and router (all trainable).
+    """
+
+    def __init__(self, config: MMoEConfig, backbone: PreTrainedModel | None = None) -> None:
+        super().__init__(config)
+        config.validate_mmoe()
+        if backbone is None:
+            backbone = AutoModel.from_config(config.backbone_config)
+        self.hidden_size = resolve_hidden_size(config.backbone_config, config.backbone_hidden_size)
+        self.pooling = resolve_pooling(config.pooling, config.backbone_config)
+        self.experts = list(config.experts)
+
+        target_modules = config.lora_target_modules or default_lora_target_modules(config.backbone_config)
+        lora_configs = {
+            name: LoraConfig(
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=target_modules,
+                bias="none",
+            )
+            for name in self.experts
+        }
+        first = self.experts[0]
+        try:
+            self.backbone = LoraModel(backbone, {first: lora_configs[first]}, first)
+            for name in self.experts[1:]:
+                self.backbone.peft_config[name] = lora_configs[name]
+                self.backbone.inject_adapter(self.backbone.model, name)
+        except ValueError as error:
+            raise ValueError(
+                f"MMoE could not place LoRA adapters on backbone {config.backbone_config.model_type!r} with "
+                f"target_modules={target_modules!r}: {error}. Set `lora_target_modules` to names of its linear "
+                "layers (e.g. ['q_proj', 'v_proj'])."
+            ) from error
+        self._mark_peft_modules_initialized()
+
+        self.expert_heads = nn.ModuleDict(
+            {name: MMoEClassificationHead(self.hidden_size, config.num_labels, config.classifier_dropout)
+             for name in self.experts}
+        )
+        self.router = MMoERouter(self.hidden_size, len(self.experts), config.router_hidden_size, config.router_dropout)
+        self._active_adapters: tuple[str, ...] | None = None
+        self.training_target: str | None = None
+        self.post_init()
+        self.train_mixture()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone_name_or_path: str,
+        num_labels: int | None = None,
+        id2label: dict[int, str] | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+        **config_kwargs: Any,
+    ) -> MMoEForSequenceClassification:
+        """Build an MMoE model around pretrained backbone weights.
+
+        Args:
+            backbone_name_or_path: local folder or Hub id that ``AutoModel.from_pretrained`` loads.
+            num_labels: number of classes (or give ``id2label``).
+            id2label: class names by index.
+            backbone_kwargs: extra keyword arguments for ``AutoModel.from_pretrained`` (e.g. ``dtype``).
+            **config_kwargs: any :class:`MMoEConfig` field (``experts``, ``lora_r``, ``fusion``, ...).
+
+        Example::
+
+            model = MMoEForSequenceClassification.from_backbone("sentence-transformers/all-MiniLM-L6-v2",
+                                                                num_labels=2)
+        """
+        backbone = AutoModel.from_pretrained(backbone_name_or_path, **(backbone_kwargs or {}))
+        label_kwargs: dict[str, Any] = {}
+        if num_labels is not None:
+            label_kwargs["num_labels"] = num_labels
+        if id2label is not None:
+            label_kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
+            label_kwargs["label2id"] = {v: int(k) for k, v in id2label.items()}
+        config = MMoEConfig(
+            backbone_config=backbone.config,
+            backbone_name_or_path=str(backbone_name_or_path),
+            **label_kwargs,
+            **config_kwargs,
+        )
+        return cls(config, backbone=backbone)
+
+    def _mark_peft_modules_initialized(self) -> None:
+        # peft has already initialised the LoRA layers; without the flag, post_init would hand them to the
+        # backbone's own _init_weights, which would overwrite lora_B's zeros with random values.
+        for name, module in self.backbone.named_modules():
+            if "lora_" in name:
+                module._is_hf_initialized = True
+                for param in module.parameters(recurse=False):
+                    param._is_hf_initialized = True
+
+    # ------------------------------------------------------------------ training targets
+    def _expert_parameter_pattern(self, expert: str) -> re.Pattern[str]:
+        return re.compile(rf"(^|\.)lora_[A-Za-z_]+\.{re.escape(expert)}(\.|$)|^expert_heads\.{re.escape(expert)}\.")
+
+    def expert_parameter_names(self, expert: str) -> list[str]:
+        """Names of the parameters that belong to one expert: its LoRA adapter and its head."""
+        self._check_expert(expert)
+        pattern = self._expert_parameter_pattern(expert)
+        return [name for name, _ in self.named_parameters() if pattern.search(name)]
+
+    def _set_trainable(self, trainable_names: set[str]) -> None:
+        for name, param in self.named_parameters():
+            param.requires_grad_(name in trainable_names)
+
+    def _check_expert(self, expert: str) -> None:
+        if expert not in self.experts:
+            raise ValueError(f"Unknown expert {expert!r}; this model has experts {self.experts}.")
+
+    def train_expert(self, expert: str) -> MMoEForSequenceClassification:
+        """Make only ``expert``'s LoRA adapter and head trainable; ``forward`` then runs only that expert.
+
+        ``logits`` are the expert's raw logits ``[B, C]`` and ``loss`` its cross-entropy against ``labels``.
+        """
+        self._check_expert(expert)
+        self.training_target = expert
+        self._set_trainable(set(self.expert_parameter_names(expert)))
+        return self
+
+    def train_router(self) -> MMoEForSequenceClassification:
+        """Make only the router trainable; ``forward`` runs the adapter-free pass and the router.
+
+        ``logits`` are the router's interaction scores ``[B, E]`` and ``loss`` the focal loss against
+        ``interaction_labels`` (expert indices ``[B]``).
+        """
+        self.training_target = ROUTER
+        self._set_trainable({name for name, _ in self.named_parameters() if name.startswith("router.")})
+        return self
+
+    def train_mixture(self) -> MMoEForSequenceClassification:
+        """Back to the full mixture: every adapter, head and the router trainable, the backbone frozen."""
+        self.training_target = None
+        pattern = re.compile(r"(^|\.)lora_|^expert_heads\.|^router\.")
+        self._set_trainable({name for name, _ in self.named_parameters() if pattern.search(name)})
+        return self
+
+    # ------------------------------------------------------------------ expert weights
+    def expert_state_dict(self, expert: str) -> dict[str, torch.Tensor]:
+        """One expert's adapter and head weights, keyed with the placeholder ``{expert}`` for its name.
+
+        Together with :meth:`load_expert_state_dict` this copies an expert between models or names,
+        e.g. to start every expert from a fine-tuned single-model baseline (paper, appendix G).
+        """
+        state = self.state_dict()
+        return {
+            name.replace(f".{expert}.", ".{expert}.").replace(f"expert_heads.{expert}.", "expert_heads.{expert}."):
+                state[name].detach().clone()
+            for name in self.expert_parameter_names(expert)
+        }
+
+    def load_expert_state_dict(self, expert_state: dict[str, torch.Tensor], expert: str) -> None:
+        """Load weights from :meth:`expert_state_dict` (of this or another model) into ``expert``."""
+        self._check_expert(expert)
+        renamed = {name.replace("{expert}", expert): value for name, value in expert_state.items()}
+        expected = set(self.expert_parameter_names(expert))
+        if set(renamed) != expected:
+            missing, unexpected = sorted(expected - set(renamed)), sorted(set(renamed) - expected)
+            raise ValueError(
+                f"Expert weights do not fit expert {expert!r}: missing {missing[:3]}, unexpected {unexpected[:3]} "
+                "(were they saved from a model with the same backbone and LoRA settings?)."
+            )
+        self.load_state_dict(renamed, strict=False)
+
+    # ------------------------------------------------------------------ forward
+    def _activate(self, adapters: tuple[str, ...]) -> None:
+        """Make ``adapters`` the active LoRA adapters (an empty tuple runs the bare backbone)."""
+        if self._active_adapters == adapters:
+            return
+        trainable = {name for name, param in self.named_parameters() if param.requires_grad}
+        # set_adapter also flips requires_grad; the training target, not the active adapter, decides that.
+        self.backbone.set_adapter(list(adapters), inference_mode=True)
+        self._set_trainable(trainable)
+        self._active_adapters = adapters
+
+    def _pooled(self, backbone_inputs: dict[str, Any], adapters: tuple[str, ...]) -> torch.Tensor:
+        """Run the backbone with ``adapters`` active and pool: ``[B, H]``."""
+        self._activate(adapters)
+        return self._pool(self.backbone.model(**backbone_inputs), backbone_inputs)
+
+    def _pool(self, outputs: Any, backbone_inputs: dict[str, Any]) -> torch.Tensor:
+        hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
+        if hidden is None or hidden.dim() != 3:
+            raise ValueError(
+                f"MMoE cannot pool the output of backbone {self.config.backbone_config.model_type!r}: it returned "
+                "no [batch, sequence, hidden] `last_hidden_state`. Use a backbone whose AutoModel returns one."
+            )
+        return pool_hidden_states(hidden, backbone_inputs.get("attention_mask"), self.pooling)
+
+    def _pooled_mixed_batch(self, backbone_inputs: dict[str, Any], batch_size: int) -> tuple[torch.Tensor, ...]:
+        """All experts and the adapter-free pass as one ``(E + 1) * B`` batch; returns ``E + 1`` ``[B, H]``."""
+        names = [*self.experts, _BASE]
+        repeated = {
+            key: value.repeat(len(names), *([1] * (value.dim() - 1)))
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch_size
+            else value
+            for key, value in backbone_inputs.items()
+        }
+        self._activate(tuple(self.experts))
+        adapter_names = [name for name in names for _ in range(batch_size)]
+        with self.backbone._enable_peft_forward_hooks(adapter_names=adapter_names):
+            outputs = self.backbone.model(**repeated)
+        return self._pool(outputs, repeated).split(batch_size, dim=0)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        interaction_labels: torch.Tensor | None = None,
+        fusion: str | None = None,
+        fusion_weights: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **backbone_kwargs: Any,
+    ) -> MMoESequenceClassifierOutput:
+        """Run the mixture.
+
+        Args:
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds: ``[B, T]`` (embeds
+                ``[B, T, H]``), passed to the backbone.
+            pixel_values, pixel_mask, image_sizes, **backbone_kwargs: passed through to vision-language
+                backbones (``pixel_values`` ``[B, 3, height, width]``).
+            labels: ``[B]`` class indices; adds ``loss``.
+            interaction_labels: ``[B]`` expert index of each example's interaction. Used by the router's
+                loss while training the router, and as the gold expert of ``fusion="oracle"``.
+            fusion: overrides ``config.fusion`` for this call.
+            fusion_weights: ``[E]`` weights for ``fusion="prior"`` (default ``config.prior_weights``).
+
+        Returns:
+            :class:`MMoESequenceClassifierOutput`: ``logits`` ``[B, C]`` (log fused probabilities),
+            ``expert_logits`` ``[B, E, C]``, ``router_weights`` ``[B, E]``, ``loss`` when labels are given.
+        """
+        backbone_inputs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "position_ids": position_ids,
+            "inputs_embeds": inputs_embeds,
+            "pixel_values": pixel_values,
+            "pixel_mask": pixel_mask,
+            "image_sizes": image_sizes,
+            **backbone_kwargs,
+        }
+        backbone_inputs = {k: v for k, v in backbone_inputs.items() if v is not None and k not in _NON_BACKBONE_KWARGS}
+        batch_size = self._batch_size(backbone_inputs)
+        self._check_labels(labels, interaction_labels)
+
+        if self.training_target == ROUTER:
+            router_logits = self.router(self._pooled(backbone_inputs, ()))
+            loss = None
+            if interaction_labels is not None:
+                loss = focal_loss(
+                    router_logits, interaction_labels, self.config.router_focal_gamma, self.config.router_focal_alpha
+                )
+            return MMoESequenceClassifierOutput(
+                loss=loss, logits=router_logits, router_weights=router_logits.softmax(-1), router_logits=router_logits
+            )
+        if self.training_target is not None:
+            expert = self.training_target
+            logits = self.expert_heads[expert](self._pooled(backbone_inputs, (expert,)))
+            loss = nn.functional.cross_entropy(logits.float(), labels.long()) if labels is not None else None
+            return MMoESequenceClassifierOutput(loss=loss, logits=logits)
+
+        if self.config.batched_experts and not self.training:
+            *expert_pooled, base_pooled = self._pooled_mixed_batch(backbone_inputs, batch_size)
+        else:
+            expert_pooled = [self._pooled(backbone_inputs, (name,)) for name in self.experts]
+            base_pooled = self._pooled(backbone_inputs, ())
+        expert_logits = torch.stack(
+            [self.expert_heads[name](pooled) for name, pooled in zip(self.experts, expert_pooled)], dim=1
+        )
+        router_logits = self.router(base_pooled)
+        router_weights = router_logits.float().softmax(-1).to(router_logits.dtype)
+        probs = self._fuse(expert_logits, router_weights, fusion, fusion_weights, interaction_labels)
+        loss = fused_nll_loss(probs, labels) if labels is not None else None
+        return MMoESequenceClassifierOutput(
+            loss=loss,
+            logits=probs.clamp_min(torch.finfo(probs.dtype).tiny).log(),
+            expert_logits=expert_logits,
+            router_weights=router_weights,
+            router_logits=router_logits,
+        )
+
+    def _fuse(
+        self,
+        expert_logits: torch.Tensor,
+        router_weights: torch.Tensor,
+        fusion: str | None,
+        fusion_weights: torch.Tensor | None,
+        interaction_labels: torch.Tensor | None,
+    ) -> torch.Tensor:
+        method = fusion or self.config.fusion
+        if method == "router":
+            weights = router_weights
+        elif method == "prior":
+            weights = fusion_weights
+            if weights is None and self.config.prior_weights is not None:
+                weights = torch.tensor(self.config.prior_weights, device=expert_logits.device)
+        elif method == "oracle":
+            if interaction_labels is None:
+                raise ValueError(
+                    "fusion='oracle' needs `interaction_labels` (each example's gold interaction as an expert "
+                    f"index into {self.experts})."
+                )
+            weights = interaction_labels
+        else:
+            weights = None
+        return fuse(expert_logits, method, weights)
+
+    def _batch_size(self, backbone_inputs: dict[str, Any]) -> int:
+        for key in ("input_ids", "inputs_embeds", "pixel_values"):
+            if key in backbone_inputs:
+                return backbone_inputs[key].shape[0]
+        raise ValueError("MMoE forward needs `input_ids`, `inputs_embeds` or `pixel_values`.")
+
+    def _check_labels(self, labels: torch.Tensor | None, interaction_labels: torch.Tensor | None) -> None:
+        if labels is not None and labels.numel() and (labels.min() < 0 or labels.max() >= self.config.num_labels):
+            raise ValueError(
+                f"labels must be class indices in [0, {self.config.num_labels}); got values from "
+                f"{int(labels.min())} to {int(labels.max())}. Map your labels to 0..num_labels-1 first."
+            )
+        num_experts = len(self.experts)
+        if interaction_labels is not None and interaction_labels.numel() and (
+            interaction_labels.min() < 0 or interaction_labels.max() >= num_experts
+        ):
+            raise ValueError(
+                f"interaction_labels must be expert indices in [0, {num_experts}) for experts {self.experts}."
+            )
+
+
+MMoEConfig.register_for_auto_class()
+MMoEForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
