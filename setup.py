@@ -19,7 +19,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["mmoe", "mmoe.*"]),
     package_data={
-        "mmoe": ["metrics/*.py", "hub_cards/templates/*.md", "hub_cards/templates/*.jinja"],
+        "mmoe": ["hub_cards/templates/*.md", "hub_cards/templates/*.jinja"],
     },
     include_package_data=True,
     install_requires=[

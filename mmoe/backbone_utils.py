@@ -12,6 +12,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_FOR_VISUAL_QUESTION_ANSWERING_MAPPING_NAMES,
 )
 
 _HIDDEN_SIZE_FIELDS = ("hidden_size", "d_model", "n_embd", "dim", "embed_dim")
@@ -19,10 +20,36 @@ _HIDDEN_SIZE_FIELDS = ("hidden_size", "d_model", "n_embd", "dim", "embed_dim")
 # Families whose LoRA targets peft does not list, or lists for a different module layout.
 _EXTRA_LORA_TARGETS = {"vilt": ["query", "value"]}
 
+# Vision-side LoRA targets of multimodal LLMs (``default_lora_target_modules(..., include_vision=True)``):
+# attention of the vision tower (CLIP/SigLIP ``q_proj``/``v_proj``, BLIP ``qkv``), BLIP-2's Q-Former
+# ``query``/``value`` and the vision-to-language projector.
+_VISION_TOWER_PATTERN = r".*(vision_tower|vision_model)\..*\.(q_proj|v_proj|qkv)"
+_VISION_BRIDGE_PATTERN = r".*(qformer\..*\.(query|value)|multi_modal_projector\.linear_[12]|language_projection)"
+
+# Backbones whose ``AutoModel`` returns the language model's *causal-LM* output (logits, no
+# ``last_hidden_state``): MMoE asks them for ``output_hidden_states`` and pools the last layer's states.
+LANGUAGE_MODEL_HIDDEN_STATES_TYPES = ("blip-2",)
+
 
 def is_multimodal_llm(config: PreTrainedConfig) -> bool:
     """True for LLaVA/BLIP-2-style models: a vision tower feeding a language model (``text_config``)."""
     return config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and hasattr(config, "text_config")
+
+
+def is_vision_language(config: PreTrainedConfig) -> bool:
+    """True for backbones that take images: multimodal LLMs, fusion VLMs such as ViLT, anything with a
+    ``vision_config``. Text backbones (BERT, Qwen2, Llama, ...) return False."""
+    return (
+        is_multimodal_llm(config)
+        or config.model_type in MODEL_FOR_VISUAL_QUESTION_ANSWERING_MAPPING_NAMES
+        or getattr(config, "vision_config", None) is not None
+    )
+
+
+def needs_language_model_hidden_states(config: PreTrainedConfig) -> bool:
+    """True when the backbone's ``AutoModel`` output carries the states only in
+    ``language_model_outputs.hidden_states`` (BLIP-2's ``Blip2Model``)."""
+    return config.model_type in LANGUAGE_MODEL_HIDDEN_STATES_TYPES
 
 
 def is_decoder_only(config: PreTrainedConfig) -> bool:
@@ -66,19 +93,25 @@ def resolve_hidden_size(config: PreTrainedConfig, override: int | None = None) -
     )
 
 
-def default_lora_target_modules(config: PreTrainedConfig) -> list[str] | str:
+def default_lora_target_modules(config: PreTrainedConfig, include_vision: bool = False) -> list[str] | str:
     """LoRA target modules for a backbone family.
 
     Text backbones use peft's table (e.g. BERT ``query``/``value``, Qwen2/Llama ``q_proj``/``v_proj``).
-    Multimodal LLMs adapt only the language model's attention by default (a regex), leaving the vision
-    tower frozen; pass ``lora_target_modules`` explicitly to adapt the vision side too. Unknown families
-    fall back to ``"all-linear"``.
+    ViLT (one transformer over text tokens and image patches) adapts ``query``/``value`` of every layer,
+    so both modalities pass through the adapters. Multimodal LLMs (LLaVA, BLIP-2) adapt only the language
+    model's attention by default (a regex), leaving the vision tower frozen; ``include_vision=True`` returns a
+    regex that also adapts the vision tower's attention, BLIP-2's Q-Former and the projector. Pass the result
+    (or your own list) as ``MMoEConfig(lora_target_modules=...)``. Unknown families fall back to
+    ``"all-linear"``.
     """
     model_type = config.model_type
     if is_multimodal_llm(config):
         text_type = config.text_config.model_type
         names = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(text_type, ["q_proj", "v_proj"])
-        return rf".*language_model.*\.({'|'.join(names)})"
+        language = rf".*language_model.*\.({'|'.join(names)})"
+        if include_vision:
+            return f"{language}|{_VISION_TOWER_PATTERN}|{_VISION_BRIDGE_PATTERN}"
+        return language
     if model_type in _EXTRA_LORA_TARGETS:
         return list(_EXTRA_LORA_TARGETS[model_type])
     if model_type in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:

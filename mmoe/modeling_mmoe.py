@@ -18,6 +18,7 @@ memory. PEFT refuses mixed-adapter batches in training mode, so training runs th
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from transformers.utils import ModelOutput
 
 from .backbone_utils import (
     default_lora_target_modules,
+    needs_language_model_hidden_states,
     pool_hidden_states,
     resolve_hidden_size,
     resolve_pooling,
@@ -42,6 +44,8 @@ from .losses import focal_loss, fused_nll_loss
 ROUTER = "router"
 _BASE = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
 _NON_BACKBONE_KWARGS = ("labels", "interaction_labels", "fusion", "fusion_weights", "return_dict")
+# Inputs that stand in for `pixel_values` in vision-language backbones (precomputed image features).
+_IMAGE_INPUT_KWARGS = ("pixel_values", "image_embeds", "inputs_embeds")
 
 
 @dataclass
@@ -136,6 +140,9 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         self.hidden_size = resolve_hidden_size(config.backbone_config, config.backbone_hidden_size)
         self.pooling = resolve_pooling(config.pooling, config.backbone_config)
         self.experts = list(config.experts)
+        # A backbone takes images iff its forward names `pixel_values` (ViLT, LLaVA, BLIP-2; not BERT/Qwen2).
+        self._takes_images = "pixel_values" in inspect.signature(backbone.forward).parameters
+        self._language_model_states = needs_language_model_hidden_states(config.backbone_config)
 
         target_modules = config.lora_target_modules or default_lora_target_modules(config.backbone_config)
         lora_configs = {
@@ -309,7 +316,11 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         return self._pool(self.backbone.model(**backbone_inputs), backbone_inputs)
 
     def _pool(self, outputs: Any, backbone_inputs: dict[str, Any]) -> torch.Tensor:
-        hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
+        if self._language_model_states:
+            # BLIP-2: AutoModel returns the causal LM's logits; the states are its last hidden layer.
+            hidden = outputs.language_model_outputs.hidden_states[-1]
+        else:
+            hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
         if hidden is None or hidden.dim() != 3:
             raise ValueError(
                 f"MMoE cannot pool the output of backbone {self.config.backbone_config.model_type!r}: it returned "
@@ -378,6 +389,9 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
             **backbone_kwargs,
         }
         backbone_inputs = {k: v for k, v in backbone_inputs.items() if v is not None and k not in _NON_BACKBONE_KWARGS}
+        self._check_modalities(backbone_inputs)
+        if self._language_model_states:
+            backbone_inputs["output_hidden_states"] = True
         batch_size = self._batch_size(backbone_inputs)
         self._check_labels(labels, interaction_labels)
 
@@ -442,6 +456,22 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         else:
             weights = None
         return fuse(expert_logits, method, weights)
+
+    def _check_modalities(self, backbone_inputs: dict[str, Any]) -> None:
+        """Refuse images for a text backbone and a vision-language backbone without images."""
+        model_type = self.config.backbone_config.model_type
+        if "pixel_values" in backbone_inputs and not self._takes_images:
+            raise ValueError(
+                f"Backbone {model_type!r} is a text-only model and cannot take `pixel_values`. Use a vision-language "
+                "backbone (ViLT, LLaVA, BLIP-2), or the image-captioned route: put an image caption into the text "
+                "(e.g. MMoECollator(text_template='{caption} {text}')) and drop the image column."
+            )
+        if self._takes_images and not any(key in backbone_inputs for key in _IMAGE_INPUT_KWARGS):
+            raise ValueError(
+                f"Backbone {model_type!r} is a vision-language model and needs `pixel_values` (got only "
+                f"{sorted(backbone_inputs)}). Build batches with mmoe.data.multimodal_collator.MultimodalCollator and "
+                "an image column; for a text-only view use view='text', which feeds a blank image."
+            )
 
     def _batch_size(self, backbone_inputs: dict[str, Any]) -> int:
         for key in ("input_ids", "inputs_embeds", "pixel_values"):

@@ -56,18 +56,34 @@ class MMoECollator:
         batch = dict(
             self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         )
-        if self.label_column is not None and self.label_column in rows[0]:
-            batch["labels"] = torch.tensor([int(row[self.label_column]) for row in rows], dtype=torch.long)
-        if self.interaction_column is not None:
-            batch["interaction_labels"] = torch.tensor(
-                [self._expert_index(row[self.interaction_column]) for row in rows], dtype=torch.long
-            )
+        batch.update(encode_targets(rows, self.label_column, self.interaction_column, self.experts))
         return batch
 
-    def _expert_index(self, interaction: str) -> int:
-        try:
-            return list(self.experts).index(interaction)
-        except ValueError:
-            raise ValueError(
-                f"Interaction {interaction!r} is not one of the model's experts {list(self.experts)}."
-            ) from None
+
+def encode_targets(
+    rows: list[dict[str, Any]],
+    label_column: str | None,
+    interaction_column: str | None,
+    experts: Sequence[str],
+) -> dict[str, torch.Tensor]:
+    """``labels`` ``[B]`` (when ``label_column`` is in the rows) and ``interaction_labels`` ``[B]`` (expert
+    indices, when ``interaction_column`` is set) of a batch of raw rows.
+
+    Raises:
+        ValueError: an interaction name that is not one of ``experts``.
+    """
+    targets: dict[str, torch.Tensor] = {}
+    if label_column is not None and label_column in rows[0]:
+        targets["labels"] = torch.tensor([int(row[label_column]) for row in rows], dtype=torch.long)
+    if interaction_column is not None:
+        targets["interaction_labels"] = torch.tensor(
+            [_expert_index(row[interaction_column], experts) for row in rows], dtype=torch.long
+        )
+    return targets
+
+
+def _expert_index(interaction: str, experts: Sequence[str]) -> int:
+    try:
+        return list(experts).index(interaction)
+    except ValueError:
+        raise ValueError(f"Interaction {interaction!r} is not one of the model's experts {list(experts)}.") from None

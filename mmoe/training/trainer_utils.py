@@ -1,0 +1,124 @@
+"""Trainer glue shared by the pipeline stages: metrics, best-state selection, stage bookkeeping."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import EvalPrediction, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from ..metrics import classification_scores, load_classification_metric
+
+logger = logging.getLogger("mmoe")
+
+STAGE_DONE = "stage_complete.json"
+
+
+def first_array(predictions: Any) -> np.ndarray:
+    """The Trainer hands over a tuple when the model returns several tensors; the first one is ``logits``."""
+    return predictions[0] if isinstance(predictions, (tuple, list)) else predictions
+
+
+def make_compute_metrics(num_labels: int, average: str | None = None) -> Callable[[EvalPrediction], dict[str, float]]:
+    """``compute_metrics`` for the Trainer: accuracy/precision/recall/F1 plus ``predicted_classes``.
+
+    ``predicted_classes`` (how many distinct classes were predicted) flags a degenerate model that always
+    answers the same class, which scores a high binary F1 on a positive-heavy split (DESIGN, section 6).
+    """
+    metric = load_classification_metric()
+
+    def compute_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
+        logits = first_array(eval_prediction.predictions)
+        labels = first_array(eval_prediction.label_ids)
+        predictions = logits.argmax(-1)
+        scores = metric.compute(
+            predictions=predictions.tolist(), references=labels.tolist(), num_labels=num_labels, average=average
+        )
+        scores["predicted_classes"] = float(len(np.unique(predictions)))
+        return scores
+
+    return compute_metrics
+
+
+class KeepBestStateCallback(TrainerCallback):
+    """Keep the best weights of the trained part in memory and restore them when training ends.
+
+    The Trainer's own ``load_best_model_at_end`` needs a full checkpoint per evaluation (the whole backbone);
+    a stage only trains one adapter and head (or the router), so a copy of those few tensors is enough.
+
+    Args:
+        get_state: returns the trained tensors (e.g. ``model.expert_state_dict(name)``).
+        set_state: loads them back.
+        metric_name: metric to maximise, without the ``eval_`` prefix.
+    """
+
+    def __init__(
+        self,
+        get_state: Callable[[], dict[str, torch.Tensor]],
+        set_state: Callable[[dict[str, torch.Tensor]], None],
+        metric_name: str,
+    ) -> None:
+        self.get_state, self.set_state, self.metric_name = get_state, set_state, metric_name
+        self.best_metric: float | None = None
+        self.best_metrics: dict[str, float] = {}
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch: float | None = None
+
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics=None, **kwargs
+    ):
+        value = (metrics or {}).get(f"eval_{self.metric_name}")
+        if value is None:
+            return
+        if self.best_metric is None or value > self.best_metric:
+            self.best_metric, self.best_epoch = float(value), state.epoch
+            self.best_metrics = {k.removeprefix("eval_"): float(v) for k, v in metrics.items()}
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.get_state().items()}
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if self.best_state is not None:
+            self.set_state(self.best_state)
+
+
+def stage_arguments(base: TrainingArguments, output_dir: Path, **overrides: Any) -> TrainingArguments:
+    """A copy of the user's ``TrainingArguments`` for one stage: its own folder, no checkpoints, no Hub pushes."""
+    values = {
+        "output_dir": str(output_dir),
+        "save_strategy": "no",
+        "load_best_model_at_end": False,
+        "push_to_hub": False,
+        "remove_unused_columns": False,  # rows stay raw; the collator encodes them
+        "report_to": base.report_to or "none",
+        **{k: v for k, v in overrides.items() if v is not None},
+    }
+    return dataclasses.replace(base, **values)
+
+
+def stage_is_done(stage_dir: Path, overwrite: bool) -> bool:
+    """True when ``stage_dir`` holds a finished stage and the user did not ask to redo it."""
+    done = (stage_dir / STAGE_DONE).exists()
+    if done and not overwrite:
+        logger.info("Stage %s already finished; skipping it (use --overwrite_output_dir to redo it).", stage_dir.name)
+    return done and not overwrite
+
+
+def mark_stage_done(stage_dir: Path, summary: dict[str, Any]) -> None:
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    (stage_dir / STAGE_DONE).write_text(json.dumps(summary, indent=2, default=float))
+
+
+def read_stage_summary(stage_dir: Path) -> dict[str, Any]:
+    return json.loads((stage_dir / STAGE_DONE).read_text())
+
+
+def scores(predictions: np.ndarray, references: np.ndarray, num_labels: int) -> dict[str, float]:
+    """Metric block ``{"accuracy", "precision", "recall", "f1"}`` (empty input gives zeros)."""
+    if len(references) == 0:
+        return {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    return classification_scores(predictions, references, num_labels)

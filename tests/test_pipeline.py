@@ -1,0 +1,230 @@
+"""The mmoe-train pipeline end to end on a tiny backbone, plus its resumability, fallbacks and input checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from safetensors.torch import load_file
+
+from mmoe.losses import focal_loss
+from mmoe.training import pipeline
+from mmoe.training.cli import main, parse_arguments
+
+BLOCK_KEYS = {"accuracy", "precision", "recall", "f1"}
+
+
+def _precomputed_dataset(folder: Path, n_train: int = 48, n_eval: int = 24, synergy: bool = True) -> Path:
+    """A small text dataset with unimodal predictions, so that no cross-fitting is needed."""
+    rng = np.random.default_rng(0)
+    words = ["sunny", "snowy", "warm", "cold", "lovely", "awful"]
+
+    def split(n: int) -> Dataset:
+        labels = rng.integers(0, 2, n)
+        # rows cycle through redundancy (both right), uniqueness (one right) and synergy (both wrong)
+        kinds = np.arange(n) % (3 if synergy else 2)
+        text_pred = np.where(kinds == 2, 1 - labels, labels)
+        vision_pred = np.where(kinds >= 1, 1 - labels, labels)
+        return Dataset.from_dict(
+            {
+                "id": [f"r{i}" for i in range(n)],
+                "text": [" ".join(rng.choice(words, 4)) for _ in range(n)],
+                "caption": [f"a photo of a {rng.choice(words)} day" for _ in range(n)],
+                "label": labels.tolist(),
+                "text_prediction": text_pred.tolist(),
+                "vision_prediction": vision_pred.tolist(),
+                "text_confidence": rng.uniform(0, 1, n).tolist(),
+                "vision_confidence": rng.uniform(0, 1, n).tolist(),
+            },
+            features=Features(
+                {
+                    "id": Value("string"), "text": Value("string"), "caption": Value("string"),
+                    "label": ClassLabel(names=["no", "yes"]), "text_prediction": Value("int64"),
+                    "vision_prediction": Value("int64"), "text_confidence": Value("float64"),
+                    "vision_confidence": Value("float64"),
+                }
+            ),
+        )
+
+    DatasetDict({"train": split(n_train), "validation": split(n_eval), "test": split(n_eval)}).save_to_disk(folder)
+    return folder
+
+
+def _tiny_args(backbone: Path, dataset: Path | str, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--backbone", str(backbone), "--dataset", str(dataset), "--output_dir", str(output_dir),
+        "--text_template", "{caption} | {text}", "--max_length", "24", "--lora_r", "2", "--router_hidden_size", "8",
+        "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "32", "--num_train_epochs", "1",
+        "--min_expert_examples", "4", "--logging_steps", "50", "--disable_tqdm", "true", *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_bert_dir) -> tuple[Path, dict, list[str]]:
+    root = tmp_path_factory.mktemp("pipeline")
+    data = _precomputed_dataset(root / "data")
+    args = _tiny_args(tiny_bert_dir, data, root / "out")
+    results = main(args)
+    return root / "out", results, args
+
+
+def test_every_stage_runs_and_writes_its_files(finished_run):
+    out, results, _ = finished_run
+    for stage in ("categorize", "baseline", "experts", "router"):
+        assert (out / stage / "stage_complete.json").exists(), stage
+    assert (out / "categorize" / "dataset" / "dataset_dict.json").exists()
+    assert (out / "baseline" / "baseline.safetensors").exists()
+    for expert in ("redundancy", "uniqueness", "synergy"):
+        assert (out / "experts" / f"{expert}.safetensors").exists()
+    for name in ("config.json", "model.safetensors", "modeling_mmoe.py", "eval_results.json", "mmoe_run.json",
+                 "README.md", "tokenizer_config.json"):
+        assert (out / name).exists(), name
+
+
+def test_eval_results_follow_the_schema(finished_run):
+    out, results, _ = finished_run
+    saved = json.loads((out / "eval_results.json").read_text())
+    assert saved["split"] == "test"
+    assert set(saved["baseline"]) == BLOCK_KEYS and set(saved["mmoe"]) == BLOCK_KEYS
+    assert set(saved["fusion"]) == {"average", "max", "prior", "router", "oracle"}
+    for block in saved["fusion"].values():
+        assert set(block) == BLOCK_KEYS and all(0.0 <= v <= 1.0 for v in block.values())
+    for model_name in ("baseline", "mmoe"):
+        assert set(saved["by_interaction"][model_name]) == {"redundancy", "uniqueness", "synergy"}
+    assert saved["interaction_counts"]["train"] == {"redundancy": 16, "uniqueness": 16, "synergy": 16}
+    assert isinstance(saved["ce_moe"], float) and isinstance(saved["ce_baseline"], float)
+    # CE_moe takes the best expert per example, so it can never exceed the mean CE of any single expert.
+    assert saved["ce_moe"] >= 0
+    assert saved["fusion"]["router"] == saved["mmoe"]
+
+
+def test_saved_model_reloads_with_remote_code(finished_run):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out, _, _ = finished_run
+    model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    logits = model(**tokenizer(["a photo of a snowy day | lovely warm"], return_tensors="pt")).logits
+    assert logits.shape == (1, 2)
+    assert model.config.prior_weights == pytest.approx([1 / 3, 1 / 3, 1 / 3])
+
+
+def test_second_run_skips_finished_stages(finished_run, monkeypatch):
+    out, results, args = finished_run
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*.safetensors")}
+
+    def no_training(*_, **__):
+        raise AssertionError("a finished stage was trained again")
+
+    monkeypatch.setattr(pipeline, "_train_part", no_training)
+    again = main(args)
+    assert again["mmoe"] == results["mmoe"]
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("*/*.safetensors")}
+
+
+def test_experts_start_from_the_baseline(tmp_path, tiny_bert_dir, monkeypatch):
+    data = _precomputed_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    starts: dict[str, dict[str, torch.Tensor]] = {}
+    original = pipeline._train_part
+
+    def recording(ctx, model, part, *rest, **kw):
+        if part in model.experts and part != "baseline":
+            starts[part] = model.expert_state_dict(part)
+        return original(ctx, model, part, *rest, **kw)
+
+    monkeypatch.setattr(pipeline, "_train_part", recording)
+    main(_tiny_args(tiny_bert_dir, data, out, "--num_train_epochs", "1"))
+    baseline = load_file(str(out / "baseline" / "baseline.safetensors"))
+    assert set(starts) == {"redundancy", "uniqueness", "synergy"}
+    nonzero_b = [k for k in baseline if "lora_B" in k and baseline[k].abs().sum() > 0]
+    assert nonzero_b, "the baseline's LoRA B matrices should have moved away from zero"
+    for expert, state in starts.items():
+        assert state.keys() == baseline.keys()
+        for key in baseline:
+            assert torch.equal(state[key], baseline[key]), (expert, key)
+    trained = load_file(str(out / "experts" / "synergy.safetensors"))
+    assert any(not torch.equal(trained[k], baseline[k]) for k in baseline)
+
+
+def test_focal_loss_equals_the_formula():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    targets = torch.tensor([0, 2])
+    p = torch.softmax(logits, -1)[torch.arange(2), targets]
+    expected = ((1 - p) ** 2 * -torch.log(p)).mean()
+    torch.testing.assert_close(focal_loss(logits, targets, gamma=2.0, alpha=1.0), expected)
+    # alpha scales, gamma=0 is cross-entropy
+    torch.testing.assert_close(focal_loss(logits, targets, gamma=0.0, alpha=0.5),
+                               0.5 * torch.nn.functional.cross_entropy(logits, targets))
+    # hand-computed value for one example: p = 0.5 -> (0.5)^2 * ln 2
+    torch.testing.assert_close(focal_loss(torch.zeros(1, 2), torch.tensor([1])), torch.tensor(0.25 * np.log(2)),
+                               check_dtype=False)
+
+
+def test_no_synergy_rows_fall_back_to_the_baseline(tmp_path, tiny_bert_dir, caplog):
+    data = _precomputed_dataset(tmp_path / "data", synergy=False)
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="mmoe"):
+        results = main(_tiny_args(tiny_bert_dir, data, out))
+    assert "synergy" in caplog.text and "keeps the baseline" in caplog.text
+    summary = json.loads((out / "experts" / "stage_complete.json").read_text())
+    assert summary["synergy"] == {"fallback": "baseline", "train_rows": 0}
+    baseline = load_file(str(out / "baseline" / "baseline.safetensors"))
+    synergy = load_file(str(out / "experts" / "synergy.safetensors"))
+    assert all(torch.equal(baseline[k], synergy[k]) for k in baseline)
+    assert "synergy" not in results["by_interaction"]["mmoe"]
+
+
+def test_labels_outside_the_label_set_fail_early(tmp_path, tiny_bert_dir):
+    folder = _precomputed_dataset(tmp_path / "data")
+    bad = DatasetDict.load_from_disk(folder)
+    bad["validation"] = bad["validation"].cast_column("label", Value("int64")).map(
+        lambda r, i: {"label": 7 if i == 0 else r["label"]}, with_indices=True
+    )
+    bad["train"] = bad["train"].cast_column("label", Value("int64"))
+    bad["test"] = bad["test"].cast_column("label", Value("int64"))
+    bad.save_to_disk(tmp_path / "bad")
+    with pytest.raises(ValueError, match=r"labels \[7\] are outside"):
+        main(_tiny_args(tiny_bert_dir, tmp_path / "bad", tmp_path / "out", "--num_labels", "2"))
+    assert not (tmp_path / "out" / "baseline").exists()
+
+
+def test_missing_columns_fail_early(tmp_path, tiny_bert_dir):
+    data = _precomputed_dataset(tmp_path / "data")
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['context'\]"):
+        main(_tiny_args(tiny_bert_dir, data, tmp_path / "out", "--text_template", "{context} {text}"))
+    with pytest.raises(ValueError, match="neither"):
+        main(_tiny_args(tiny_bert_dir, tmp_path / "nowhere", tmp_path / "out"))
+
+
+def test_cli_options_parse_from_flags_yaml_and_presets(tmp_path):
+    model_args, data_args, training_args = parse_arguments(["--preset", "demo", "--lora_r", "4", "--seeds", "0", "1"])
+    assert model_args.lora_r == 4 and data_args.dataset == "synthetic" and training_args.seeds == [0, 1]
+    assert training_args.output_dir == "outputs/mmoe-demo"
+    config = tmp_path / "run.yaml"
+    config.write_text("backbone: some/model\nlora_alpha: 8\nmax_steps: 3\noutput_dir: here\n")
+    model_args, _, training_args = parse_arguments([str(config)])
+    assert model_args.backbone == "some/model" and model_args.lora_alpha == 8 and training_args.max_steps == 3
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        parse_arguments(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--backbone", "--dataset", "--data_dir", "--lora_r", "--router_hidden_size", "--seeds",
+                 "--max_steps", "--selection_metric", "--unimodal_source", "--push_to_hub", "--preset"):
+        assert flag in text, flag
+
+
+def test_seeds_report_mean_and_std():
+    runs = [
+        {"mmoe": {"f1": 0.5, "accuracy": 0.6}, "split": "test"},
+        {"mmoe": {"f1": 0.7, "accuracy": 0.8}, "split": "test"},
+    ]
+    combined = pipeline.aggregate_seeds(runs)
+    assert combined["mmoe"]["f1"] == pytest.approx(0.6) and combined["mmoe"]["f1_std"] == pytest.approx(0.1)
+    assert combined["split"] == "test"
