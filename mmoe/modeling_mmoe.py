@@ -366,7 +366,8 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds: ``[B, T]`` (embeds
                 ``[B, T, H]``), passed to the backbone.
             pixel_values, pixel_mask, image_sizes, **backbone_kwargs: passed through to vision-language
-                backbones (``pixel_values`` ``[B, 3, height, width]``).
+                backbones (``pixel_values`` ``[B, 3, height, width]``). A text backbone given ``pixel_values``, or
+                a vision-language backbone given none, raises ``ValueError``.
             labels: ``[B]`` class indices; adds ``loss``.
             interaction_labels: ``[B]`` expert index of each example's interaction. Used by the router's
                 loss while training the router, and as the gold expert of ``fusion="oracle"``.

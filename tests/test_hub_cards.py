@@ -237,6 +237,13 @@ def test_card_data_helpers() -> None:
     with pytest.raises(TypeError):
         MMoEModelCardData.from_output_dir("/nonexistent", not_a_field=1)
 
+    # A binary system that calls every example positive is flagged (MUStARD pitfall: F1 0.60 at 43 % accuracy).
+    constant = {"accuracy": 0.43, "precision": 0.43, "recall": 1.0, "f1": 0.6014}
+    data = MMoEModelCardData(config={"id2label": {"0": "no", "1": "yes"}}, eval_results={"baseline": constant})
+    assert data.to_template_context()["degenerate_notes"] == [
+        "Baseline (single model) predicts the positive class for every test example."
+    ]
+
 
 # ------------------------------------------------------------------ training callback
 def test_model_card_callback_collects_and_persists(tmp_path: Path) -> None:
@@ -311,7 +318,7 @@ def _publishable_folder(root: Path) -> Path:
         (root / name).write_text("# stub\n")
     (root / "model.safetensors").write_bytes(b"weights")
     (root / ".DS_Store").write_bytes(b"")
-    for folder in ("baseline", "experts/synergy", "router", "categorize", "checkpoint-10", "runs/Nov01"):
+    for folder in ("baseline", "experts/synergy", "router", "categorize", "seed-0", "checkpoint-10", "runs/Nov01"):
         (root / folder).mkdir(parents=True)
         (root / folder / "model.safetensors").write_bytes(b"stage")
     return root

@@ -184,6 +184,7 @@ def test_save_and_reload_with_remote_code_for_every_family(vlm_dirs, image_datas
         model.save_pretrained(folder)
         load_processor(vlm_dirs[family]).save_pretrained(folder)  # what the pipeline does beside the model
         torch.save(batch, folder / "batch.pt")
+        assert type(load_processor(folder)).__name__ == EXPECTED_CLASSES[family][1]  # from the MMoE folder
         with torch.no_grad():
             expected[family] = model(**batch)
 

@@ -311,8 +311,8 @@ def build_collator(
             "image-captioned route."
         )
     text_positions = None if hasattr(config, "text_config") else getattr(config, "max_position_embeddings", None)
-    if max_length is not None and text_positions is not None and max_length > text_positions:
-        logger.info("Backbone %r embeds at most %d text positions: max_length %d -> %d.", model_type,
+    if text_positions is not None and (max_length is None or max_length > text_positions):
+        logger.info("Backbone %r embeds at most %d text positions: max_length %s -> %d.", model_type,
                     text_positions, max_length, text_positions)
         max_length = text_positions
     return MultimodalCollator(
@@ -330,7 +330,7 @@ def build_collator(
 
 def load_processor(name_or_path: str | Path, backbone_config: Any = None, **kwargs: Any) -> Any:
     """Load what a backbone needs to encode inputs: ``AutoProcessor`` for vision-language backbones,
-    ``AutoTokenizer`` for text backbones.
+    ``AutoTokenizer`` for text backbones. A tokenizer without a pad token gets its EOS token as pad token.
 
     Args:
         name_or_path: backbone folder / Hub id, or a saved MMoE folder that holds the processor.
@@ -347,5 +347,10 @@ def load_processor(name_or_path: str | Path, backbone_config: Any = None, **kwar
                 f"{name_or_path}: AutoProcessor returned {type(processor).__name__} without an image processor; "
                 f"save the processor of the {config.model_type!r} backbone there (processor.save_pretrained)."
             )
-        return processor
-    return AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+        tokenizer = getattr(processor, "tokenizer", None)
+    else:
+        processor = tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+    if tokenizer is not None and tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        # Batches are padded (pooling reads the attention mask); LLMs without a pad token pad with EOS.
+        tokenizer.pad_token = tokenizer.eos_token
+    return processor

@@ -120,16 +120,38 @@ def results_rows(eval_results: Mapping[str, Any]) -> list[list[str]]:
             value = block.get(metric)
             if key != "fusion-oracle" and isinstance(value, (int, float)):
                 best[metric] = max(best.get(metric, float("-inf")), value)
+    contenders = [block for key, _, block in systems if key != "fusion-oracle"]
+    tied = {m for m in METRIC_LABELS if len({b.get(m) for b in contenders}) <= 1}  # bold only a real winner
     rows = []
     for key, label, block in systems:
         row = [label]
         for metric in METRIC_LABELS:
             text = metric_cell(block, metric)
-            if key != "fusion-oracle" and len(systems) > 1 and block.get(metric) == best.get(metric):
+            if key != "fusion-oracle" and metric not in tied and block.get(metric) == best.get(metric):
                 text = f"**{text}**"
             row.append(text)
         rows.append(row)
     return rows
+
+
+def degenerate_notes(eval_results: Mapping[str, Any], num_labels: int | None) -> list[str]:
+    """Warnings for binary systems that predict one class only (a constant predictor can score a high F1).
+
+    With binary scores (positive class 1), recall 1 with precision equal to accuracy (< 1) means every example
+    was predicted positive; recall 0 means the positive class was never found.
+    """
+    if num_labels != 2:
+        return []
+    notes = []
+    for _, label, block in result_systems(eval_results):
+        accuracy, precision, recall = (block.get(m) for m in ("accuracy", "precision", "recall"))
+        if not _numbers(accuracy, precision, recall):
+            continue
+        if abs(recall - 1) < 1e-9 and abs(precision - accuracy) < 1e-9 and accuracy < 1:
+            notes.append(f"{label} predicts the positive class for every test example.")
+        elif abs(recall) < 1e-9:
+            notes.append(f"{label} never predicts the positive class correctly (recall 0).")
+    return notes
 
 
 def interaction_results_rows(eval_results: Mapping[str, Any], key: str = "by_interaction") -> list[list[str]]:
@@ -349,6 +371,7 @@ def template_context(data: MMoEModelCardData) -> dict[str, Any]:
         "split": eval_results.get("split"),
         "seeds": data.seeds,
         "results_rows": results_rows(eval_results),
+        "degenerate_notes": degenerate_notes(eval_results, _num_labels(data.config)),
         "interaction_rows": interaction_results_rows(eval_results),
         "gold_interaction_rows": interaction_results_rows(eval_results, "by_gold_interaction"),
         "router_interaction_accuracy": _percent(eval_results.get("router_interaction_accuracy")),
@@ -389,6 +412,11 @@ def input_example(template: Any) -> str:
 
 def _numbers(*values: Any) -> bool:
     return all(isinstance(v, (int, float)) for v in values)
+
+
+def _num_labels(config: Mapping[str, Any]) -> int | None:
+    id2label = config.get("id2label")
+    return len(id2label) if isinstance(id2label, Mapping) and id2label else config.get("num_labels")
 
 
 def _percent(value: Any) -> str | None:

