@@ -278,6 +278,40 @@ def test_model_card_callback_collects_and_persists(tmp_path: Path) -> None:
     assert "generated_from_trainer" in card.data.tags
 
 
+class _TinyClassifier(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        logits = self.linear(x)
+        return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+
+def test_model_card_callback_in_a_real_trainer(tmp_path: Path) -> None:
+    """The callback must not disturb a running Trainer (e.g. by building TrainingArguments, which resets accelerate)."""
+    from datasets import Dataset
+    from transformers import Trainer
+
+    dataset = Dataset.from_dict({"x": [[0.0, 1.0], [1.0, 0.0]] * 4, "labels": [1, 0] * 4})
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "baseline"), per_device_train_batch_size=4, num_train_epochs=2, logging_steps=1,
+        eval_strategy="epoch", save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
+        learning_rate=1e-2,
+    )  # fmt: skip
+    callback = ModelCardCallback(stage="baseline", output_dir=tmp_path)
+    Trainer(
+        model=_TinyClassifier(), args=args, train_dataset=dataset, eval_dataset=dataset, callbacks=[callback]
+    ).train()
+    record = json.loads((tmp_path / "mmoe_training_logs.json").read_text())["stages"]["baseline"]
+    assert record["hyperparameters"] == {
+        "per_device_train_batch_size": 4, "num_train_epochs": 2, "learning_rate": 1e-2, "eval_strategy": "epoch"
+    }  # fmt: skip
+    assert [row["Step"] for row in record["logs"]] == [1, 2, 3, 4]
+    assert "Validation Loss" in record["logs"][1] and "Training Loss" in record["logs"][-1]
+    assert record["summary"]["global_step"] == 4 and record["summary"]["model_class"] == "_TinyClassifier"
+
+
 # ------------------------------------------------------------------ publishing
 @pytest.fixture
 def captured_hub(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict[str, Any]]]:

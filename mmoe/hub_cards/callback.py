@@ -38,6 +38,15 @@ IGNORED_ARGUMENTS = frozenset(
         "local_rank",
         "dataloader_num_workers",
         "logging_first_step",
+        "logging_steps",
+        "logging_strategy",
+        "save_strategy",
+        "save_steps",
+        "save_only_model",
+        "use_cpu",
+        "dataloader_pin_memory",
+        "dataloader_persistent_workers",
+        "dataloader_prefetch_factor",
         "save_total_limit",
         "do_train",
         "do_eval",
@@ -68,13 +77,20 @@ def _field_default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def _default_values(args: TrainingArguments) -> dict[str, Any]:
-    """``to_dict()`` of a default instance of ``type(args)`` (so ``__post_init__`` normalisation matches);
-    the dataclass field defaults when the class cannot be built from ``output_dir`` alone."""
-    try:
-        return {k: _plain(v) for k, v in type(args)(output_dir=args.output_dir).to_dict().items()}
-    except Exception:  # a subclass with required fields, or a validation error of its own
-        return {f.name: _field_default(f) for f in dataclasses.fields(args)}
+def _is_default(name: str, value: Any, default: Any) -> bool:
+    """Whether ``value`` is what ``TrainingArguments.__post_init__`` makes of the field default ``default``.
+
+    Defaults are read from the dataclass fields, never from a fresh ``TrainingArguments`` instance: building
+    one resets accelerate's global state and breaks a Trainer that is running.
+    """
+    if value == default or (not value and not default and default is not dataclasses.MISSING):
+        return True  # None -> False / "" -> [] normalisations
+    if name == "accelerator_config" and default is None and isinstance(value, dict):
+        from transformers.trainer_pt_utils import AcceleratorConfig
+
+        defaults = _plain(AcceleratorConfig().to_dict())
+        return all(defaults.get(key) == item for key, item in value.items())
+    return False
 
 
 def non_default_arguments(args: TrainingArguments) -> dict[str, Any]:
@@ -83,14 +99,13 @@ def non_default_arguments(args: TrainingArguments) -> dict[str, Any]:
     Tokens and bookkeeping fields (:data:`IGNORED_ARGUMENTS`) are left out.
     """
     values = args.to_dict()
-    defaults = _default_values(args)
     result: dict[str, Any] = {}
     for f in dataclasses.fields(args):
         name = f.name
         if name in IGNORED_ARGUMENTS or name.endswith("token") or name not in values or name.startswith("_"):
             continue
         value = _plain(values[name])
-        if value != defaults.get(name, dataclasses.MISSING):
+        if not _is_default(name, value, _field_default(f)):
             result[name] = value
     return result
 
