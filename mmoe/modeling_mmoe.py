@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import inspect
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +32,7 @@ from peft.tuners.lora import LoraModel
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
+from transformers.utils.hub import hf_api
 
 from .backbone_utils import (
     default_lora_target_modules,
@@ -43,6 +47,11 @@ from .losses import focal_loss, fused_nll_loss
 
 ROUTER = "router"
 _BASE = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
+# What an mmoe-train output folder adds to the weights when pushed: card, plots, reports, tokenizer/processor.
+_COMPANION_FILES = (
+    "README.md", "*.png", "eval_results.json", "mmoe_run.json", "mmoe_training_logs.json", "tokenizer*",
+    "special_tokens_map.json", "vocab.*", "merges.txt", "*processor_config.json", "chat_template*",
+)
 _NON_BACKBONE_KWARGS = ("labels", "interaction_labels", "fusion", "fusion_weights", "return_dict")
 # Inputs that stand in for `pixel_values` in vision-language backbones (precomputed image features).
 _IMAGE_INPUT_KWARGS = ("pixel_values", "image_embeds", "inputs_embeds")
@@ -315,6 +324,20 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         self._activate(adapters)
         return self._pool(self.backbone.model(**backbone_inputs), backbone_inputs)
 
+    @torch.no_grad()
+    def router_features(self, **inputs: Any) -> torch.Tensor:
+        """The router's input: the adapter-free backbone pass, pooled, ``[B, H]``.
+
+        The backbone is frozen and no adapter is active, so these features are constant while the router
+        trains: the pipeline computes them once and trains the router head on the cached ``[N, H]`` matrix.
+        """
+        backbone_inputs = {
+            k: v for k, v in inputs.items() if v is not None and k not in _NON_BACKBONE_KWARGS
+        }
+        if getattr(self, "_language_model_states", False):
+            backbone_inputs["output_hidden_states"] = True
+        return self._pooled(backbone_inputs, ())
+
     def _pool(self, outputs: Any, backbone_inputs: dict[str, Any]) -> torch.Tensor:
         if self._language_model_states:
             # BLIP-2: AutoModel returns the causal LM's logits; the states are its last hidden layer.
@@ -494,6 +517,50 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
                 f"interaction_labels must be expert indices in [0, {num_experts}) for experts {self.experts}."
             )
 
+
+    # ------------------------------------------------------------------ publishing
+    def companion_files(self) -> list[Path]:
+        """Files of an ``mmoe-train`` output folder that belong with the weights on the Hub.
+
+        When the model was loaded from such a folder (it holds ``eval_results.json``), these are its model card,
+        plots, JSON reports and tokenizer/processor files; otherwise none.
+        """
+        folder = Path(self.name_or_path) if self.name_or_path else None
+        if folder is None or not (folder / "eval_results.json").is_file():
+            return []
+        return sorted({path for pattern in _COMPANION_FILES for path in folder.glob(pattern) if path.is_file()})
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+    ) -> Any:
+        """``PreTrainedModel.push_to_hub`` (one commit: weights, config, remote code), plus, for a model loaded
+        from an ``mmoe-train`` output folder, that folder's card, plots, reports and tokenizer/processor
+        (:meth:`companion_files`) in the same commit."""
+        companions = self.companion_files()
+        if not companions:
+            return super().push_to_hub(
+                repo_id, commit_message=commit_message, commit_description=commit_description, private=private,
+                token=token, revision=revision, create_pr=create_pr, max_shard_size=max_shard_size, tags=tags,
+            )
+        repo_id = hf_api().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            self.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
+            for path in companions:
+                shutil.copy2(path, Path(tmp_dir) / path.name)
+            return self._upload_modified_files(
+                tmp_dir, repo_id, files_timestamps={}, commit_message=commit_message or "Upload MMoE model",
+                token=token, create_pr=create_pr, revision=revision, commit_description=commit_description,
+            )
 
 MMoEConfig.register_for_auto_class()
 MMoEForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")

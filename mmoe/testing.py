@@ -85,7 +85,9 @@ def save_tiny_backbone(path: str | Path, family: str = "bert", seed: int = 0) ->
     model.save_pretrained(path)
     tokenizer = tiny_tokenizer()
     if family != "bert":
-        # Decoder LLMs pool the last non-padding token, which left padding keeps at the end.
+        # Decoder LLMs pool the last non-padding token, which left padding keeps at the end. init_kwargs is
+        # what save_pretrained writes; the attribute alone would not survive a reload.
         tokenizer.padding_side = "left"
+        tokenizer.init_kwargs["padding_side"] = "left"
     tokenizer.save_pretrained(path)
     return path

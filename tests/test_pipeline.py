@@ -228,3 +228,20 @@ def test_seeds_report_mean_and_std():
     combined = pipeline.aggregate_seeds(runs)
     assert combined["mmoe"]["f1"] == pytest.approx(0.6) and combined["mmoe"]["f1_std"] == pytest.approx(0.1)
     assert combined["split"] == "test"
+
+
+def test_model_push_to_hub_sends_weights_card_and_tokenizer_in_one_commit(finished_run, captured_hub):
+    from transformers import AutoModelForSequenceClassification
+
+    out, _, _ = finished_run
+    model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True)
+    model.push_to_hub("org/mmoe-tiny", private=True)
+    assert len(captured_hub["create_commit"]) == 1
+    assert captured_hub["create_repo"][0]["private"] is True
+    sent = {op.path_in_repo for op in captured_hub["create_commit"][0]["operations"]}
+    expected = {"config.json", "model.safetensors", "modeling_mmoe.py", "configuration_mmoe.py", "fusion.py",
+                "backbone_utils.py", "losses.py", "README.md", "eval_results.json", "mmoe_run.json",
+                "tokenizer_config.json", "tokenizer.json", "interaction_f1.png", "router_weights.png"}
+    assert expected <= sent, expected - sent
+    assert not any("/" in name for name in sent)  # stage folders stay local
+    assert "mmoe" in captured_hub["create_commit"][0]["cards"][0]  # the run's own card, not a generic one

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from datasets import ClassLabel, DatasetDict, Image, load_from_disk
 
+from ..data.images import prepare_image_dataset
 from .arguments import DataArguments, MMoETrainingArguments
 
 logger = logging.getLogger("mmoe")
@@ -59,11 +60,14 @@ def load_pipeline_dataset(data_args: DataArguments, seed: int) -> DatasetDict:
 
 
 def _skip_image_decoding(dataset: DatasetDict, keep: str | None) -> DatasetDict:
-    """Image columns the model does not read stay undecoded bytes: decoding them on every row access would
-    dominate the run time of the caption route."""
+    """Images stay undecoded bytes in the dataset. Columns the model does not read are never decoded (decoding
+    them on every row access would dominate the caption route's run time); the model's own image column is
+    decoded batch by batch by the collator, which names the row of a file that fails to decode."""
     for column, feature in dataset["train"].features.items():
         if isinstance(feature, Image) and column != keep:
             dataset = dataset.cast_column(column, Image(decode=False))
+    if keep is not None and keep in dataset["train"].column_names:
+        dataset = prepare_image_dataset(dataset, keep)
     return dataset
 
 

@@ -17,11 +17,16 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, Trainer, set_seed
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import AutoConfig, Trainer, default_data_collator, set_seed
 
 from ..configuration_mmoe import DEFAULT_EXPERTS
 from ..data.collators import MMoECollator
 from ..data.multimodal_collator import MultimodalCollator, build_collator, load_processor
+from ..hub_cards import ModelCardCallback
+from ..losses import focal_loss
 from ..modeling_mmoe import MMoEForSequenceClassification
 from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
 from .categorize import categorize_splits, interaction_counts
@@ -197,15 +202,18 @@ def _train_part(
     """Train one expert (``part`` = its name) or the router (``part`` = "router"); keep the best epoch."""
     is_router = part == "router"
     if is_router:
-        model.train_router()
+        # The router reads frozen, adapter-free features: compute them once, then train only the head.
+        trained: nn.Module = RouterHeadModule(model)
+        train, evaluation = (_router_feature_rows(ctx, model, split) if split is not None else None
+                             for split in (train, evaluation))
         get_state = lambda: {k: v for k, v in model.state_dict().items() if k.startswith("router.")}  # noqa: E731
         set_state = lambda s: model.load_state_dict(s, strict=False)  # noqa: E731
-        metric = "f1"  # macro-F1 over interactions (paper, appendix H)
+        metric, collator = "f1", default_data_collator  # macro-F1 over interactions (paper, appendix H)
     else:
-        model.train_expert(part)
+        trained = model.train_expert(part)
         get_state = lambda: model.expert_state_dict(part)  # noqa: E731
         set_state = lambda s: model.load_expert_state_dict(s, part)  # noqa: E731
-        metric = ctx.training_args.selection_metric
+        metric, collator = ctx.training_args.selection_metric, ctx.collator()
     keep_best = KeepBestStateCallback(get_state, set_state, metric)
     args = stage_arguments(
         ctx.training_args,
@@ -217,15 +225,15 @@ def _train_part(
         seed=ctx.seed,
     )
     trainer = Trainer(
-        model=model,
+        model=trained,
         args=args,
         train_dataset=train,
         eval_dataset=evaluation,
-        data_collator=ctx.collator(interactions=is_router),
+        data_collator=collator,
         compute_metrics=make_compute_metrics(
             len(ctx.experts) if is_router else ctx.num_labels, average="macro" if is_router else None
         ),
-        callbacks=[keep_best],
+        callbacks=[keep_best, ModelCardCallback(stage=_stage_name(part), output_dir=ctx.run_dir)],
     )
     trainer.train()
     shutil.rmtree(stage_dir / "trainer", ignore_errors=True)
@@ -234,6 +242,44 @@ def _train_part(
         logger.warning("%s predicts a single class on validation: its F1 is not evidence of skill.", part)
         summary["predicts_one_class"] = True
     return summary
+
+
+def _stage_name(part: str) -> str:
+    return part if part in (BASELINE, "router") else f"experts/{part}"
+
+
+class RouterHeadModule(nn.Module):
+    """The router head of ``model`` on cached features: ``forward(features [B, H], interaction_labels [B])``.
+
+    Shares its parameters with ``model.router``, so training this trains the mixture's router.
+    """
+
+    def __init__(self, model: MMoEForSequenceClassification) -> None:
+        super().__init__()
+        self.router = model.router
+        self.gamma, self.alpha = model.config.router_focal_gamma, model.config.router_focal_alpha
+
+    def forward(self, features: torch.Tensor, interaction_labels: torch.Tensor | None = None) -> dict[str, Any]:
+        logits = self.router(features)
+        out: dict[str, Any] = {"logits": logits}
+        if interaction_labels is not None:
+            out["loss"] = focal_loss(logits, interaction_labels, self.gamma, self.alpha)
+        return out
+
+
+def _router_feature_rows(ctx: PipelineContext, model: MMoEForSequenceClassification, split: Dataset) -> Dataset:
+    """``{"features": [H] floats, "interaction_labels": int}`` per row, from one adapter-free pass."""
+    model.train_router().eval()
+    collator = ctx.collator(interactions=True)
+    loader = DataLoader(split, batch_size=ctx.training_args.per_device_eval_batch_size, collate_fn=collator)
+    features, labels = [], []
+    for batch in tqdm(loader, desc="router features", unit="batch", disable=ctx.training_args.disable_tqdm):
+        labels.append(batch.pop("interaction_labels"))
+        batch.pop("labels", None)
+        features.append(model.router_features(**{k: v.to(model.device) for k, v in batch.items()}).float().cpu())
+    return Dataset.from_dict(
+        {"features": torch.cat(features).numpy(), "interaction_labels": torch.cat(labels).numpy()}
+    ).with_format("torch")
 
 
 def run_baseline(ctx: PipelineContext, dataset: DatasetDict) -> dict[str, torch.Tensor]:
