@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from huggingface_hub import CommitInfo, HfApi, ModelCard, RepoUrl
+from huggingface_hub import ModelCard
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from mmoe import MMoEForSequenceClassification
