@@ -91,3 +91,16 @@ def save_tiny_backbone(path: str | Path, family: str = "bert", seed: int = 0) ->
         tokenizer.init_kwargs["padding_side"] = "left"
     tokenizer.save_pretrained(path)
     return path
+
+
+def randomize_lora_weights(model: torch.nn.Module, seed: int = 0, scale: float = 0.5) -> None:
+    """Give every LoRA ``B`` matrix random values.
+
+    peft starts ``lora_B`` at zero, so every fresh expert computes exactly the backbone's function; tests that
+    must tell experts apart (fusion, mixed-adapter batches, reloading) randomize them first.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)

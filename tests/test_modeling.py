@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 
 from mmoe import MMoEConfig, MMoEForSequenceClassification
 from mmoe.fusion import fuse
-from mmoe.testing import tiny_backbone_config, tiny_tokenizer
+from mmoe.testing import randomize_lora_weights, tiny_backbone_config, tiny_tokenizer
 
 TEXTS = ["what a warm sunny day", "snow again", "loving this spring weather so much"]
 
@@ -25,20 +25,12 @@ def _batch(family: str) -> dict[str, torch.Tensor]:
     return dict(tokenizer(TEXTS, padding=True, return_tensors="pt"))
 
 
-def _randomize_adapters(model: MMoEForSequenceClassification, seed: int = 0) -> None:
-    """LoRA B starts at zero (every expert equals the backbone); give each expert its own function."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-
 
 @pytest.fixture(params=["bert", "qwen2"])
 def family_model(request, tiny_backbone_dirs) -> tuple[str, MMoEForSequenceClassification]:
     torch.manual_seed(0)
     model = MMoEForSequenceClassification.from_backbone(str(tiny_backbone_dirs[request.param]), num_labels=3)
-    _randomize_adapters(model)
+    randomize_lora_weights(model)
     return request.param, model.eval()
 
 
@@ -154,7 +146,7 @@ def test_training_router_uses_focal_loss_and_touches_only_router(family_model):
 
 def test_expert_state_round_trip_between_models(tiny_bert_dir):
     baseline = MMoEForSequenceClassification.from_backbone(str(tiny_bert_dir), num_labels=2, experts=["baseline"])
-    _randomize_adapters(baseline, seed=3)
+    randomize_lora_weights(baseline, seed=3)
     mixture = MMoEForSequenceClassification.from_backbone(str(tiny_bert_dir), num_labels=2)
     state = baseline.expert_state_dict("baseline")
     for expert in mixture.experts:
@@ -170,7 +162,7 @@ def test_expert_state_round_trip_between_models(tiny_bert_dir):
 def test_save_and_reload_without_mmoe_installed(tmp_path, tiny_qwen2_dir):
     torch.manual_seed(0)
     model = MMoEForSequenceClassification.from_backbone(str(tiny_qwen2_dir), num_labels=2).eval()
-    _randomize_adapters(model)
+    randomize_lora_weights(model)
     batch = _batch("qwen2")
     expected = model(**batch)
     folder = tmp_path / "saved"

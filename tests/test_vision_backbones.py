@@ -21,6 +21,7 @@ from mmoe import MMoEForSequenceClassification
 from mmoe.backbone_utils import default_lora_target_modules, is_vision_language
 from mmoe.data.images import prepare_image_dataset
 from mmoe.data.multimodal_collator import MultimodalCollator, build_collator, load_processor
+from mmoe.testing import randomize_lora_weights
 from mmoe.testing_vision import VLM_FAMILIES, save_tiny_vlm, tiny_image_text_dataset
 
 EXPECTED_CLASSES = {
@@ -50,13 +51,6 @@ def _collator(path: Path, model: MMoEForSequenceClassification, **kwargs) -> Mul
         load_processor(path), model.config, image_column="image", interaction_column="interaction", **kwargs
     )
 
-
-def _randomize_adapters(model: MMoEForSequenceClassification, seed: int = 0) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
 
 
 @pytest.mark.parametrize("family", VLM_FAMILIES)
@@ -121,7 +115,7 @@ def test_forward_backward_through_every_expert_and_router(family, vlm_dirs, imag
 @pytest.mark.parametrize("family", VLM_FAMILIES)
 def test_mixed_adapter_batch_equals_sequential_passes(family, vlm_dirs, image_dataset):
     model = _model(vlm_dirs[family]).eval()
-    _randomize_adapters(model)
+    randomize_lora_weights(model)
     batch = _collator(vlm_dirs[family], model)(list(image_dataset))
     batch.pop("labels")
     with torch.no_grad():
@@ -176,7 +170,7 @@ def test_save_and_reload_with_remote_code_for_every_family(vlm_dirs, image_datas
     expected = {}
     for family in VLM_FAMILIES:
         model = _model(vlm_dirs[family]).eval()
-        _randomize_adapters(model)
+        randomize_lora_weights(model)
         collator = _collator(vlm_dirs[family], model)
         batch = collator(list(image_dataset))
         batch.pop("labels")

@@ -71,6 +71,8 @@ class PipelineContext:
         self.processor = load_processor(self.backbone, self.backbone_config)
         self.template = text_template(data_args)
         self.experts = list(DEFAULT_EXPERTS)
+        self.num_labels: int = 0  # set from the data by run_categorize
+        self.id2label: dict[int, str] | None = None
         self.collator()  # fail now, not after categorization, when backbone and image column do not fit
 
     def collator(self, interactions: bool = False) -> MMoECollator | MultimodalCollator:
@@ -85,6 +87,12 @@ class PipelineContext:
             interaction_column="interaction" if interactions else None,
             experts=self.experts,
         )
+
+    def set_label_space(self, dataset: DatasetDict) -> None:
+        """``num_labels`` (``--num_labels`` or from the label column) and class names of a ``ClassLabel``."""
+        self.num_labels = num_labels_of(dataset, self.data_args.label_column, self.data_args.num_labels)
+        names = getattr(dataset["train"].features.get(self.data_args.label_column), "names", None)
+        self.id2label = dict(enumerate(names)) if names else None
 
     def new_model(self, experts: list[str]) -> MMoEForSequenceClassification:
         set_seed(self.seed)
@@ -148,8 +156,11 @@ def run_categorize(ctx: PipelineContext) -> DatasetDict:
     """Stage 1: unimodal predictions + the ``interaction`` column on every split (saved with save_to_disk)."""
     stage_dir = ctx.run_dir / "categorize"
     if stage_is_done(stage_dir, ctx.overwrite):
-        return load_from_disk(str(stage_dir / "dataset"))
+        dataset = load_from_disk(str(stage_dir / "dataset"))
+        ctx.set_label_space(dataset)
+        return dataset
     dataset = load_pipeline_dataset(ctx.data_args, ctx.seed)
+    ctx.set_label_space(dataset)
     validate_dataset(dataset, ctx.data_args, ctx.num_labels)
     unimodal_backbone = resolve_backbone(
         ctx.data_args.unimodal_backbone or ctx.model_args.backbone, Path(ctx.training_args.output_dir)
@@ -359,17 +370,6 @@ def run_single_seed(
 ) -> dict[str, Any]:
     """Every stage for one seed; writes the model and ``eval_results.json`` into ``run_dir``."""
     ctx = PipelineContext(model_args, data_args, training_args, run_dir, seed)
-    raw = load_pipeline_dataset(data_args, seed) if not (run_dir / "categorize" / "dataset").exists() else None
-    if raw is not None:
-        ctx.num_labels = num_labels_of(raw, data_args.label_column, data_args.num_labels)
-        feature = raw["train"].features.get(data_args.label_column)
-    else:
-        saved = load_from_disk(str(run_dir / "categorize" / "dataset"))
-        ctx.num_labels = num_labels_of(saved, data_args.label_column, data_args.num_labels)
-        feature = saved["train"].features.get(data_args.label_column)
-    names = getattr(feature, "names", None)
-    ctx.id2label = {i: n for i, n in enumerate(names)} if names else None
-
     dataset = run_categorize(ctx)
     baseline_state = run_baseline(ctx, dataset)
     expert_states = run_experts(ctx, dataset, baseline_state)
