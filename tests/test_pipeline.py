@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from mmoe.losses import focal_loss
 from mmoe.training import pipeline
-from mmoe.training.cli import main, parse_arguments
+from mmoe.training.cli import parse_arguments, train
 
 BLOCK_KEYS = {"accuracy", "precision", "recall", "f1"}
 
@@ -68,7 +68,7 @@ def finished_run(tmp_path_factory, tiny_bert_dir) -> tuple[Path, dict, list[str]
     root = tmp_path_factory.mktemp("pipeline")
     data = _precomputed_dataset(root / "data")
     args = _tiny_args(tiny_bert_dir, data, root / "out")
-    results = main(args)
+    results = train(args)
     return root / "out", results, args
 
 
@@ -121,7 +121,7 @@ def test_second_run_skips_finished_stages(finished_run, monkeypatch):
         raise AssertionError("a finished stage was trained again")
 
     monkeypatch.setattr(pipeline, "_train_part", no_training)
-    again = main(args)
+    again = train(args)
     assert again["mmoe"] == results["mmoe"]
     assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("*/*.safetensors")}
 
@@ -138,7 +138,7 @@ def test_experts_start_from_the_baseline(tmp_path, tiny_bert_dir, monkeypatch):
         return original(ctx, model, part, *rest, **kw)
 
     monkeypatch.setattr(pipeline, "_train_part", recording)
-    main(_tiny_args(tiny_bert_dir, data, out, "--num_train_epochs", "1"))
+    train(_tiny_args(tiny_bert_dir, data, out, "--num_train_epochs", "1"))
     baseline = load_file(str(out / "baseline" / "baseline.safetensors"))
     assert set(starts) == {"redundancy", "uniqueness", "synergy"}
     nonzero_b = [k for k in baseline if "lora_B" in k and baseline[k].abs().sum() > 0]
@@ -169,7 +169,7 @@ def test_no_synergy_rows_fall_back_to_the_baseline(tmp_path, tiny_bert_dir, capl
     data = _precomputed_dataset(tmp_path / "data", synergy=False)
     out = tmp_path / "out"
     with caplog.at_level("WARNING", logger="mmoe"):
-        results = main(_tiny_args(tiny_bert_dir, data, out))
+        results = train(_tiny_args(tiny_bert_dir, data, out))
     assert "synergy" in caplog.text and "keeps the baseline" in caplog.text
     summary = json.loads((out / "experts" / "stage_complete.json").read_text())
     assert summary["synergy"] == {"fallback": "baseline", "train_rows": 0}
@@ -189,16 +189,16 @@ def test_labels_outside_the_label_set_fail_early(tmp_path, tiny_bert_dir):
     bad["test"] = bad["test"].cast_column("label", Value("int64"))
     bad.save_to_disk(tmp_path / "bad")
     with pytest.raises(ValueError, match=r"labels \[7\] are outside"):
-        main(_tiny_args(tiny_bert_dir, tmp_path / "bad", tmp_path / "out", "--num_labels", "2"))
+        train(_tiny_args(tiny_bert_dir, tmp_path / "bad", tmp_path / "out", "--num_labels", "2"))
     assert not (tmp_path / "out" / "baseline").exists()
 
 
 def test_missing_columns_fail_early(tmp_path, tiny_bert_dir):
     data = _precomputed_dataset(tmp_path / "data")
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['context'\]"):
-        main(_tiny_args(tiny_bert_dir, data, tmp_path / "out", "--text_template", "{context} {text}"))
+        train(_tiny_args(tiny_bert_dir, data, tmp_path / "out", "--text_template", "{context} {text}"))
     with pytest.raises(ValueError, match="neither"):
-        main(_tiny_args(tiny_bert_dir, tmp_path / "nowhere", tmp_path / "out"))
+        train(_tiny_args(tiny_bert_dir, tmp_path / "nowhere", tmp_path / "out"))
 
 
 def test_cli_options_parse_from_flags_yaml_and_presets(tmp_path):
@@ -245,3 +245,17 @@ def test_model_push_to_hub_sends_weights_card_and_tokenizer_in_one_commit(finish
     assert expected <= sent, expected - sent
     assert not any("/" in name for name in sent)  # stage folders stay local
     assert "mmoe" in captured_hub["create_commit"][0]["cards"][0]  # the run's own card, not a generic one
+
+
+def test_single_class_validation_subset_selects_by_accuracy(caplog):
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(training_args=SimpleNamespace(selection_metric="f1"),
+                          data_args=SimpleNamespace(label_column="label"))
+    one_class = Dataset.from_dict({"label": [1, 1, 1]})
+    two_classes = Dataset.from_dict({"label": [0, 1, 1]})
+    with caplog.at_level("WARNING", logger="mmoe"):
+        assert pipeline._selection_metric(ctx, "synergy", one_class) == "accuracy"
+    assert "single class" in caplog.text
+    assert pipeline._selection_metric(ctx, "synergy", two_classes) == "f1"
+    assert pipeline._selection_metric(ctx, "synergy", None) == "f1"

