@@ -53,3 +53,18 @@ def test_presets_are_documented_and_overridable():
 
     _, data_args, training_args = parse_arguments(["--preset", "demo", "--synthetic_num_train", "10"])
     assert data_args.synthetic_num_train == 10 and training_args.output_dir == "outputs/mmoe-demo"
+
+
+def test_vision_language_unimodal_predictors_read_the_image(tmp_path):
+    """With a VLM as unimodal backbone, the vision predictor is cross-fitted on the images (image-only view)."""
+    out = tmp_path / "vlm-unimodal"
+    train([
+        "--preset", "demo-vision", "--output_dir", str(out), "--unimodal_backbone", "tiny-vilt",
+        "--max_train_samples", "24", "--max_eval_samples", "12", *SHRINK,
+    ])
+    from datasets import load_from_disk
+
+    categorized = load_from_disk(str(out / "categorize" / "dataset"))
+    assert "vision_view" not in categorized["train"].column_names  # no caption stand-in was built
+    assert "text_view" in categorized["train"].column_names
+    assert set(categorized["train"]["vision_fold"]) == {0, 1}

@@ -277,3 +277,19 @@ def test_cross_fitting_rejects_bad_inputs(tiny_bert_dir: Path, text_data: Datase
         cross_fit_predictions(DatasetDict({"dev": text_data}), tiny_bert_dir, "text")
     with pytest.raises(ValueError, match="cannot fill"):
         cross_fit_predictions(text_data.select(range(2)), tiny_bert_dir, "text", num_folds=3)
+
+
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_cross_fitting_a_vision_language_backbone_on_one_view(tmp_path: Path, modality: str) -> None:
+    """A ViLT classifier sees the text with a blank image, or the image with an empty text (issue 5's views)."""
+    from mmoe.testing_vision import save_tiny_vlm, tiny_image_text_dataset
+
+    backbone = save_tiny_vlm(tmp_path / "vilt", "vilt")
+    data = tiny_image_text_dataset(n=8).remove_columns("interaction")
+    column = "text" if modality == "text" else "image"
+    out = cross_fit_predictions(
+        data, backbone, column, modality=modality, num_folds=2, prefix=modality,
+        training_args={"max_steps": 1, "disable_tqdm": True}, max_length=16,
+    )
+    _check_prediction_columns(out, modality)
+    assert sorted(set(out[f"{modality}_fold"])) == [0, 1]

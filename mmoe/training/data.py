@@ -7,7 +7,10 @@ import re
 from pathlib import Path
 
 from datasets import ClassLabel, DatasetDict, Image, load_from_disk
+from transformers import AutoConfig
 
+from ..backbone_utils import is_vision_language
+from ..data.collators import format_text
 from ..data.images import prepare_image_dataset
 from .arguments import DataArguments, MMoETrainingArguments
 
@@ -153,18 +156,21 @@ def add_unimodal_predictions(
     }
     if training_args.max_steps and training_args.max_steps > 0:
         fold_args["max_steps"] = training_args.max_steps
+    images_seen = bool(data_args.image_column) and is_vision_language(AutoConfig.from_pretrained(backbone))
     for prefix, template in views.items():
-        from ..data.collators import format_text
-
-        column = f"{prefix}_view"
-        dataset = dataset.map(lambda row, t=template, c=column: {c: format_text(row, t)}, desc=f"{prefix} view")
+        if prefix == "vision" and images_seen:
+            # A vision-language predictor reads the image itself (with an empty text), not the caption.
+            column, modality = data_args.image_column, "image"
+        else:
+            column, modality = f"{prefix}_view", "text"
+            dataset = dataset.map(lambda row, t=template, c=column: {c: format_text(row, t)}, desc=f"{prefix} view")
         dataset = cross_fit_predictions(
             dataset,
             backbone,
             column,
             label_column=data_args.label_column,
             num_folds=data_args.num_folds,
-            modality="text",
+            modality=modality,
             training_args=fold_args,
             seed=seed,
             prefix=prefix,

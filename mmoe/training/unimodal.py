@@ -34,6 +34,7 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 from tqdm.auto import tqdm
 from transformers import (
+    AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
@@ -472,6 +473,9 @@ def _default_training_args(seed: int, output_dir: str, overrides: Mapping[str, A
         "logging_strategy": "no",
         "dataloader_pin_memory": torch.cuda.is_available(),
         "seed": seed,
+        # MMoE-based classifiers (vision-language backbones) also name `interaction_labels` in forward;
+        # the fold models learn and are scored on `labels` only.
+        "label_names": ["labels"],
     }
     kwargs.update(overrides or {})
     kwargs["remove_unused_columns"] = False  # the collators below read the raw columns
@@ -502,6 +506,12 @@ def _load_classifier(
     model_name_or_path: str, modality: str, num_labels: int, column: str, label_column: str, max_length: int
 ) -> tuple[PreTrainedModel, Any, Callable[[list], dict]]:
     """A freshly initialised head on the pretrained body, its processing class and a collator."""
+    from ..backbone_utils import is_vision_language
+
+    config = AutoConfig.from_pretrained(model_name_or_path)
+    if is_vision_language(config):
+        return _load_multimodal_view_classifier(model_name_or_path, config, modality, num_labels, column,
+                                                label_column, max_length)
     if modality == "text":
         tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -517,6 +527,27 @@ def _load_classifier(
         model_name_or_path, num_labels=num_labels, ignore_mismatched_sizes=True
     )
     return model, processor, _image_collator(processor, column, label_column)
+
+
+def _load_multimodal_view_classifier(
+    model_name_or_path: str, config: Any, modality: str, num_labels: int, column: str, label_column: str,
+    max_length: int,
+) -> tuple[PreTrainedModel, Any, Callable[[list], dict]]:
+    """A vision-language backbone (ViLT, LLaVA, BLIP-2) as a unimodal classifier: one LoRA adapter + head
+    (a one-expert MMoE model) fed the text-only view (a blank image) or the image-only view (an empty text)."""
+    from ..data.multimodal_collator import build_collator, load_processor
+    from ..modeling_mmoe import MMoEForSequenceClassification
+
+    model = MMoEForSequenceClassification.from_backbone(model_name_or_path, num_labels=num_labels, experts=["unimodal"])
+    model.train_expert("unimodal")
+    processor = load_processor(model_name_or_path, config)
+    if modality == "text":
+        collator = build_collator(processor, config, view="text", text_template="{" + column + "}",
+                                  max_length=max_length, label_column=label_column)
+    else:
+        collator = build_collator(processor, config, view="image", image_column=column, text_template="",
+                                  max_length=max_length, label_column=label_column)
+    return model, processor, collator
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
