@@ -331,12 +331,15 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         The backbone is frozen and no adapter is active, so these features are constant while the router
         trains: the pipeline computes them once and trains the router head on the cached ``[N, H]`` matrix.
         """
-        backbone_inputs = {
-            k: v for k, v in inputs.items() if v is not None and k not in _NON_BACKBONE_KWARGS
-        }
-        if getattr(self, "_language_model_states", False):
+        return self._pooled(self._backbone_inputs(inputs), ())
+
+    def _backbone_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments of the backbone's forward: given, not MMoE's own, and checked against its modalities."""
+        backbone_inputs = {k: v for k, v in inputs.items() if v is not None and k not in _NON_BACKBONE_KWARGS}
+        self._check_modalities(backbone_inputs)
+        if self._language_model_states:
             backbone_inputs["output_hidden_states"] = True
-        return self._pooled(backbone_inputs, ())
+        return backbone_inputs
 
     def _pool(self, outputs: Any, backbone_inputs: dict[str, Any]) -> torch.Tensor:
         if self._language_model_states:
@@ -401,7 +404,7 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
             :class:`MMoESequenceClassifierOutput`: ``logits`` ``[B, C]`` (log fused probabilities),
             ``expert_logits`` ``[B, E, C]``, ``router_weights`` ``[B, E]``, ``loss`` when labels are given.
         """
-        backbone_inputs = {
+        backbone_inputs = self._backbone_inputs({
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "token_type_ids": token_type_ids,
@@ -411,11 +414,7 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
             "pixel_mask": pixel_mask,
             "image_sizes": image_sizes,
             **backbone_kwargs,
-        }
-        backbone_inputs = {k: v for k, v in backbone_inputs.items() if v is not None and k not in _NON_BACKBONE_KWARGS}
-        self._check_modalities(backbone_inputs)
-        if self._language_model_states:
-            backbone_inputs["output_hidden_states"] = True
+        })
         batch_size = self._batch_size(backbone_inputs)
         self._check_labels(labels, interaction_labels)
 

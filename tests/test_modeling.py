@@ -294,3 +294,13 @@ def test_readme_example_runs(tmp_path: Path, tiny_bert_dir):
     model.save_pretrained(tmp_path / "mmoe-model")
     again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "mmoe-model", trust_remote_code=True)
     torch.testing.assert_close(again.eval()(**inputs).logits, out.logits)
+
+
+def test_router_features_are_the_routers_input(family_model):
+    """The pipeline caches these features to train the router; they must be what forward feeds the router."""
+    family, model = family_model
+    batch = _batch(family)
+    out = model(**batch)
+    features = model.router_features(**batch)
+    assert features.shape == (3, model.hidden_size)
+    torch.testing.assert_close(model.router(features), out.router_logits, atol=1e-5, rtol=1e-5)
