@@ -111,42 +111,17 @@ def _images(n: int, size: int = 40) -> list[Image.Image]:
 
 
 def test_prompted_vision_language_model() -> None:
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+    from transformers import LlavaForConditionalGeneration
 
-    tokenizer = tiny_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
-        text_config=tiny_backbone_config("llama", vocab_size=len(tokenizer)),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-    )
+    from mmoe.testing_vision import tiny_vlm_config, tiny_vlm_processor
+
     torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(config)
-    template = (
+    model = LlavaForConditionalGeneration(tiny_vlm_config("llava", text_family="llama"))
+    processor = tiny_vlm_processor("llava")
+    processor.chat_template = (
         "{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
         "{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}"
         "{% if add_generation_prompt %}assistant:{% endif %}"
-    )
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tokenizer,
-        patch_size=8,
-        vision_feature_select_strategy="default",
-        chat_template=template,
-        num_additional_image_tokens=1,
     )
     images = _images(5)
     data = Dataset.from_dict({"image": images, "label": [0, 1, 0, 1, 0]}).cast_column("image", ImageFeature())
