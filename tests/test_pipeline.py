@@ -221,12 +221,18 @@ def test_help_documents_every_option(capsys):
 
 
 def test_seeds_report_mean_and_std():
+    def block(accuracy: float, f1: float) -> dict[str, float]:
+        return {"accuracy": accuracy, "precision": 0.5, "recall": 0.5, "f1": f1}
+
     runs = [
-        {"mmoe": {"f1": 0.5, "accuracy": 0.6}, "split": "test"},
-        {"mmoe": {"f1": 0.7, "accuracy": 0.8}, "split": "test"},
+        {"mmoe": block(0.6, 0.5), "split": "test", "ce_moe": 0.2, "interaction_counts": {"train": {"synergy": 4}}},
+        {"mmoe": block(0.8, 0.7), "split": "test", "ce_moe": 0.4, "interaction_counts": {"train": {"synergy": 4}}},
     ]
     combined = pipeline.aggregate_seeds(runs)
     assert combined["mmoe"]["f1"] == pytest.approx(0.6) and combined["mmoe"]["f1_std"] == pytest.approx(0.1)
+    assert combined["mmoe"]["accuracy_std"] == pytest.approx(0.1) and combined["mmoe"]["precision_std"] == 0.0
+    assert combined["ce_moe"] == pytest.approx(0.3) and combined["ce_moe_std"] == pytest.approx(0.1)
+    assert combined["interaction_counts"] == {"train": {"synergy": 4}}  # counts: no spread, still integers
     assert combined["split"] == "test"
 
 

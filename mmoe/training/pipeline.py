@@ -450,23 +450,32 @@ def run_pipeline(
     return results
 
 
+_METRICS = ("accuracy", "precision", "recall", "f1")
+_SPREAD_SCALARS = ("ce_moe", "ce_baseline", "router_interaction_accuracy")
+
+
 def aggregate_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean of every metric block over seeds, each value with a ``<name>_std`` beside it (population std)."""
+    """Mean over seeds of every number; metric blocks (and CE_moe, CE_baseline, router accuracy) also get a
+    ``<name>_std`` beside each value (population std). Counts and other numbers are averaged without a spread."""
 
     def combine(values: list[Any]) -> Any:
         first = values[0]
         if isinstance(first, dict):
             keys = [k for k in first if all(isinstance(v, dict) and k in v for v in values)]
             out = {k: combine([v[k] for v in values]) for k in keys}
-            if first and all(isinstance(first[k], (int, float)) for k in first):
-                for k in list(keys):
-                    out[f"{k}_std"] = float(np.std([v[k] for v in values]))
+            if set(_METRICS) <= set(first):
+                out.update({f"{k}_std": float(np.std([v[k] for v in values])) for k in _METRICS})
             return out
         if isinstance(first, (int, float)) and not isinstance(first, bool):
-            return float(np.mean(values))
+            mean = float(np.mean(values))
+            return int(mean) if all(isinstance(v, int) for v in values) and mean.is_integer() else mean
         return first
 
-    return combine(per_seed)
+    combined = combine(per_seed)
+    for key in _SPREAD_SCALARS:
+        if all(key in run for run in per_seed):
+            combined[f"{key}_std"] = float(np.std([run[key] for run in per_seed]))
+    return combined
 
 
 __all__ = ["aggregate_seeds", "run_pipeline", "run_single_seed"]
