@@ -304,3 +304,19 @@ def test_router_features_are_the_routers_input(family_model):
     features = model.router_features(**batch)
     assert features.shape == (3, model.hidden_size)
     torch.testing.assert_close(model.router(features), out.router_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_backbone_output_that_cannot_be_pooled_raises_clear_error(family_model):
+    from types import SimpleNamespace
+
+    from mmoe.backbone_utils import pool_hidden_states
+
+    _, model = family_model
+    with pytest.raises(ValueError, match="cannot pool"):
+        model._pool(SimpleNamespace(last_hidden_state=torch.zeros(2, 3)), {})  # [B, H]: no sequence axis
+    with pytest.raises(ValueError, match="changes the sequence length"):
+        pool_hidden_states(torch.zeros(2, 5, 4), torch.ones(2, 3), "last")
+    hidden = torch.arange(2 * 4 * 1, dtype=torch.float).view(2, 4, 1)
+    mask = torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1]])  # odd padding on both sides still finds the last real token
+    assert pool_hidden_states(hidden, mask, "last").flatten().tolist() == [2.0, 7.0]
+    assert pool_hidden_states(hidden, mask, "mean").flatten().tolist() == [1.5, 5.5]
