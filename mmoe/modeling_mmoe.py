@@ -32,7 +32,6 @@ from peft.tuners.lora import LoraModel
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
-from transformers.utils.hub import hf_api
 
 from .backbone_utils import (
     default_lora_target_modules,
@@ -551,6 +550,9 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
                 repo_id, commit_message=commit_message, commit_description=commit_description, private=private,
                 token=token, revision=revision, create_pr=create_pr, max_shard_size=max_shard_size, tags=tags,
             )
+        # Imported here so that loading the model never depends on this helper of newer transformers releases.
+        from transformers.utils.hub import hf_api
+
         repo_id = hf_api().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
         with tempfile.TemporaryDirectory() as tmp_dir:
             self.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
