@@ -265,3 +265,21 @@ def test_single_class_validation_subset_selects_by_accuracy(caplog):
     assert "single class" in caplog.text
     assert pipeline._selection_metric(ctx, "synergy", two_classes) == "f1"
     assert pipeline._selection_metric(ctx, "synergy", None) == "f1"
+
+
+def test_confidence_filter_and_rebalancing_choose_the_expert_rows(tmp_path, tiny_bert_dir):
+    """Refinements touch only which training rows train the experts, exactly as categorize_splits refines them."""
+    from mmoe.training.categorize import categorize_splits, interaction_counts
+
+    data = _precomputed_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    train(_tiny_args(tiny_bert_dir, data, out, "--min_confidence", "0.3", "--min_minority_fraction", "0.4"))
+    expected = categorize_splits(
+        DatasetDict.load_from_disk(data), min_confidence=0.3, min_minority_fraction=0.4,
+        text_confidence_column="text_confidence", vision_confidence_column="vision_confidence",
+    )
+    counts = json.loads((out / "categorize" / "stage_complete.json").read_text())["interaction_counts"]
+    assert counts["train_experts"] == interaction_counts(expected["train"])
+    assert sum(counts["train_experts"].values()) < 48  # something was dropped
+    assert counts["train"] == {"redundancy": 16, "uniqueness": 16, "synergy": 16}  # every row keeps its category
+    assert counts["test"] == interaction_counts(expected["test"])  # evaluation splits untouched

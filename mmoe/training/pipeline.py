@@ -29,7 +29,7 @@ from ..hub_cards import ModelCardCallback
 from ..losses import focal_loss
 from ..modeling_mmoe import MMoEForSequenceClassification
 from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
-from .categorize import categorize_splits, interaction_counts
+from .categorize import categorize_splits, filter_by_confidence, interaction_counts, rebalance_interactions
 from .data import (
     add_unimodal_predictions,
     evaluation_split,
@@ -184,20 +184,16 @@ def run_categorize(ctx: PipelineContext) -> DatasetDict:
 
 
 def _refined_train_ids(train: Dataset, ctx: PipelineContext) -> set[int]:
+    """Rows of the (already categorized) training split that survive confidence filtering and rebalancing."""
     args = ctx.data_args
-    if args.min_confidence is None and args.min_minority_fraction is None:
-        return set(range(len(train)))
-    indexed = train.add_column("_row", list(range(len(train))))
-    refined = categorize_splits(
-        DatasetDict({"train": indexed}),
-        min_confidence=args.min_confidence,
-        min_minority_fraction=args.min_minority_fraction,
-        num_labels=ctx.num_labels,
-        label_column=args.label_column,
-        text_confidence_column="text_confidence",
-        vision_confidence_column="vision_confidence",
-        seed=ctx.seed,
-    )["train"]
+    refined = train.add_column("_row", list(range(len(train))))
+    confidence_columns = ["text_confidence", "vision_confidence"]
+    if args.min_confidence is not None:
+        refined = filter_by_confidence(refined, confidence_columns, args.min_confidence)
+    if args.min_minority_fraction is not None:
+        refined = rebalance_interactions(
+            refined, args.label_column, args.min_minority_fraction, confidence_columns, seed=ctx.seed
+        )
     return set(refined["_row"])
 
 
