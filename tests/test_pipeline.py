@@ -171,7 +171,7 @@ def test_no_synergy_rows_fall_back_to_the_baseline(tmp_path, tiny_bert_dir, capl
     with caplog.at_level("WARNING", logger="mmoe"):
         results = train(_tiny_args(tiny_bert_dir, data, out))
     assert "synergy" in caplog.text and "keeps the baseline" in caplog.text
-    summary = json.loads((out / "experts" / "stage_complete.json").read_text())
+    summary = json.loads((out / "experts" / "stage_complete.json").read_text())["summary"]
     assert summary["synergy"] == {"fallback": "baseline", "train_rows": 0}
     baseline = load_file(str(out / "baseline" / "baseline.safetensors"))
     synergy = load_file(str(out / "experts" / "synergy.safetensors"))
@@ -278,7 +278,7 @@ def test_confidence_filter_and_rebalancing_choose_the_expert_rows(tmp_path, tiny
         DatasetDict.load_from_disk(data), min_confidence=0.3, min_minority_fraction=0.4,
         text_confidence_column="text_confidence", vision_confidence_column="vision_confidence",
     )
-    counts = json.loads((out / "categorize" / "stage_complete.json").read_text())["interaction_counts"]
+    counts = json.loads((out / "categorize" / "stage_complete.json").read_text())["summary"]["interaction_counts"]
     assert counts["train_experts"] == interaction_counts(expected["train"])
     assert sum(counts["train_experts"].values()) < 48  # something was dropped
     assert counts["train"] == {"redundancy": 16, "uniqueness": 16, "synergy": 16}  # every row keeps its category

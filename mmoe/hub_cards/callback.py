@@ -200,7 +200,7 @@ class ModelCardCallback(TrainerCallback):
         if state.best_model_checkpoint:
             summary["best_model_checkpoint"] = Path(state.best_model_checkpoint).name
         self._publish()
-        if self.output_dir is not None:
+        if self.output_dir is not None and state.is_world_process_zero:  # one writer under several processes
             self.save(self.output_dir)
 
     # ------------------------------------------------------------------ storage

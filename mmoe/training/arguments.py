@@ -36,6 +36,23 @@ class ModelArguments:
     router_dropout: float = field(default=0.1, metadata={"help": "Dropout inside the router MLP."})
     router_focal_gamma: float = field(default=2.0, metadata={"help": "Focal loss gamma of the router (paper: 2)."})
     router_focal_alpha: float = field(default=1.0, metadata={"help": "Focal loss alpha of the router (paper: 1)."})
+    backbone_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "dtype the backbone is loaded in (`from_pretrained(dtype=...)`): auto (the checkpoint's own) | "
+            "bfloat16 | float16 | float32. Expert heads and the router stay float32; LoRA weights are float32 too "
+            "(peft upcasts adapters of half-precision layers). Combine with --bf16/--fp16 for mixed precision.",
+            "choices": ["auto", "bfloat16", "float16", "float32"],
+        },
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Attention kernel of the backbone (`from_pretrained(attn_implementation=...)`): sdpa | "
+            "flash_attention_2 | eager. Default: transformers' choice (sdpa where supported).",
+            "choices": ["sdpa", "flash_attention_2", "flash_attention_3", "flex_attention", "eager"],
+        },
+    )
 
 
 @dataclass

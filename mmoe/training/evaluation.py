@@ -5,36 +5,61 @@ The schema of the returned dict (written to ``eval_results.json``) is documented
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-from transformers import TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from ..fusion import FUSION_METHODS, fuse
-from ..modeling_mmoe import MMoEForSequenceClassification
 from .categorize import interaction_counts
-from .trainer_utils import scores
+from .trainer_utils import scores, stage_arguments
+
+OUTPUT_FIELDS = ("logits", "expert_logits", "router_weights", "router_logits")
+"""The tensors of an MMoE output in the order ``ModelOutput.to_tuple`` gives them (``None`` fields are dropped,
+and those are always trailing: a one-expert forward returns only ``logits``)."""
 
 
-@torch.no_grad()
+class InputsOnly:
+    """Wrap a collator so that batches carry only model inputs: without ``labels`` the model computes no loss,
+    and ``Trainer.predict`` returns exactly the output tensors."""
+
+    def __init__(self, collator: Any, drop: tuple[str, ...] = ("labels", "interaction_labels")) -> None:
+        self.collator, self.drop = collator, drop
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {k: v for k, v in self.collator(rows).items() if k not in self.drop}
+
+
 def predict(
-    model: MMoEForSequenceClassification, split: Dataset, collator: Any, batch_size: int, desc: str
+    model: torch.nn.Module,
+    split: Dataset,
+    collator: Any,
+    training_args: TrainingArguments,
+    output_dir: Path,
+    fields: tuple[str, ...] = OUTPUT_FIELDS,
 ) -> dict[str, np.ndarray]:
-    """Run ``model`` over ``split``; return every output tensor concatenated (``logits`` ``[N, C]``, ...)."""
-    model.eval()
-    loader = DataLoader(split, batch_size=batch_size, collate_fn=collator)
-    collected: dict[str, list[torch.Tensor]] = {}
-    for batch in tqdm(loader, desc=desc, unit="batch"):
-        batch = {k: v.to(model.device) for k, v in batch.items() if k not in ("labels", "interaction_labels")}
-        outputs = model(**batch)
-        for key, value in outputs.items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0:
-                collected.setdefault(key, []).append(value.float().cpu())
-    return {key: torch.cat(values).numpy() for key, values in collected.items()}
+    """Every output tensor of ``model`` over ``split``, through ``Trainer.predict``.
+
+    The Trainer places the model on ``training_args.device``, applies the run's mixed precision and, under a
+    multi-process launcher, shards the rows and gathers them back in order with duplicates removed, so every
+    process gets each row exactly once.
+
+    Returns:
+        ``{field: array [N, ...]}`` for the first ``len(outputs)`` names of ``fields`` (bf16 comes back as fp32).
+    """
+    args = stage_arguments(training_args, output_dir, label_names=[], eval_strategy="no")
+    trainer = Trainer(model=model, args=args, data_collator=InputsOnly(collator))
+    predictions = trainer.predict(split).predictions
+    if not isinstance(predictions, (tuple, list)):
+        predictions = (predictions,)
+    out = {name: np.asarray(value, dtype=np.float32) for name, value in zip(fields, predictions)}
+    rows = {name: len(value) for name, value in out.items()}
+    if any(n != len(split) for n in rows.values()):
+        raise RuntimeError(f"predict: expected {len(split)} rows per output, got {rows}.")
+    return out
 
 
 def _cross_entropy(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -42,27 +67,29 @@ def _cross_entropy(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def evaluate_mixture(
-    model: MMoEForSequenceClassification,
-    baseline: MMoEForSequenceClassification,
+    mix_out: dict[str, np.ndarray],
+    base_out: dict[str, np.ndarray],
     dataset: DatasetDict,
     split_name: str,
-    collator: Any,
-    training_args: TrainingArguments,
+    label_column: str,
+    experts: list[str],
+    prior_weights: list[float] | None,
     num_labels: int,
 ) -> dict[str, Any]:
-    """Scores of the baseline and the mixture on ``split_name`` (see the README for the schema)."""
-    split = dataset[split_name]
-    batch_size = training_args.per_device_eval_batch_size
-    labels = np.asarray(split[collator.label_column])
-    interactions = np.asarray(split["interaction"])
-    experts = list(model.experts)
+    """Scores of the baseline and the mixture on ``split_name`` (see the README for the schema).
 
-    base_out = predict(baseline, split, collator, batch_size, "baseline predictions")
-    mix_out = predict(model, split, collator, batch_size, "MMoE predictions")
+    Args:
+        mix_out: :func:`predict` of the mixture on the split (``expert_logits`` ``[N, E, C]``,
+            ``router_weights`` ``[N, E]``).
+        base_out: :func:`predict` of the baseline (``logits`` ``[N, C]``).
+    """
+    split = dataset[split_name]
+    labels = np.asarray(split[label_column])
+    interactions = np.asarray(split["interaction"])
     expert_logits = torch.from_numpy(mix_out["expert_logits"])
     router_weights = torch.from_numpy(mix_out["router_weights"])
     gold_experts = torch.tensor([experts.index(i) for i in interactions])
-    prior = torch.tensor(model.config.prior_weights or [1.0] * len(experts))
+    prior = torch.tensor(prior_weights or [1.0] * len(experts))
     weights = {"router": router_weights, "prior": prior, "oracle": gold_experts}
     fused = {m: fuse(expert_logits, m, weights.get(m)).numpy() for m in FUSION_METHODS}
 

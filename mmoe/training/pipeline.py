@@ -1,12 +1,22 @@
 """MMoE steps 1-3 as one resumable pipeline: categorize -> baseline -> experts -> router -> evaluate -> save.
 
-Each stage writes to its own subfolder of ``output_dir`` and a ``stage_complete.json`` when it finishes; a
-second run skips finished stages (``--overwrite_output_dir`` redoes them). Stages keep only what they train:
-the baseline and experts as adapter+head tensors (``*.safetensors``), the router as its head.
+Each stage writes to its own subfolder of ``output_dir`` and, last, a ``stage_complete.json`` record holding a
+fingerprint of everything it depends on (data, backbone, the options that matter, seed, stage code version, and
+the fingerprint of the stage before it). A second run skips a stage whose record matches; a changed input redoes
+that stage and every stage after it, saying so in one log line; a missing or corrupt record counts as not done;
+``--overwrite_output_dir`` redoes everything. Files are written atomically (a temporary name, then a rename).
+Stages keep only what they train: the baseline and experts as adapter+head tensors (``*.safetensors``), the
+router as its head.
+
+Devices, precision and processes come from ``TrainingArguments``: every training pass and every prediction goes
+through a ``Trainer`` (``Trainer.predict`` for router features and evaluation), and under ``accelerate launch`` /
+``torchrun`` all processes run every stage while only the main process writes (see :mod:`.runtime`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import shutil
@@ -16,12 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, load_from_disk
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import AutoConfig, Trainer, default_data_collator, set_seed
 
+from .. import __version__
 from ..configuration_mmoe import DEFAULT_EXPERTS
 from ..data.collators import MMoECollator
 from ..data.multimodal_collator import MultimodalCollator, build_collator, load_processor
@@ -38,18 +47,51 @@ from .data import (
     text_template,
     validate_dataset,
 )
-from .evaluation import evaluate_mixture
+from .evaluation import evaluate_mixture, predict
+from .runtime import (
+    atomic_save_tensors,
+    atomic_write_text,
+    check_on_device,
+    is_main_process,
+    main_process_first,
+    to_device,
+    training_device,
+    wait_for_everyone,
+)
 from .trainer_utils import (
     KeepBestStateCallback,
     make_compute_metrics,
     mark_stage_done,
     read_stage_summary,
     stage_arguments,
+    stage_fingerprint,
     stage_is_done,
 )
 
 logger = logging.getLogger("mmoe")
 BASELINE = "baseline"
+
+STAGE_VERSIONS = {"categorize": 1, "baseline": 1, "experts": 1, "router": 1}
+"""Bump a stage's version when its code changes what it produces: finished stages of older runs are then redone."""
+
+# TrainingArguments that change where and how a run reports, not what it trains.
+_REPORTING_ONLY = (
+    "output_dir", "overwrite_output_dir", "logging_dir", "logging_strategy", "logging_steps", "logging_first_step",
+    "logging_nan_inf_filter", "report_to", "run_name", "project", "trackio_space_id", "disable_tqdm",
+    "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push",
+    "hub_revision", "save_strategy", "save_steps", "save_total_limit", "save_safetensors", "save_on_each_node",
+    "save_only_model", "per_device_eval_batch_size", "eval_accumulation_steps", "dataloader_num_workers",
+    "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor", "local_rank",
+    "ddp_backend", "ddp_timeout", "seed", "seeds", "preset", "resume_from_checkpoint", "log_level",
+    "log_level_replica", "log_on_each_node", "print_config", "skip_memory_metrics", "include_num_input_tokens_seen",
+)
+# Stage-specific options: each matters only to its own stage.
+_STAGE_ONLY = {
+    "baseline": ("baseline_num_train_epochs",),
+    "experts": ("expert_num_train_epochs", "min_expert_examples"),
+    "router": ("router_num_train_epochs", "router_learning_rate"),
+}
+_ROUTER_MODEL_ARGS = ("router_hidden_size", "router_dropout", "router_focal_gamma", "router_focal_alpha")
 
 
 class PipelineContext:
@@ -66,8 +108,11 @@ class PipelineContext:
         self.model_args, self.data_args, self.training_args = model_args, data_args, training_args
         self.run_dir, self.seed = run_dir, seed
         self.overwrite = bool(training_args.overwrite_output_dir)
-        self.backbone = resolve_backbone(model_args.backbone, Path(training_args.output_dir))
+        self.device = training_device(training_args)  # sets up the process group under a launcher
+        with main_process_first():  # a tiny backbone is written once, by the main process
+            self.backbone = resolve_backbone(model_args.backbone, Path(training_args.output_dir))
         self.backbone_config = AutoConfig.from_pretrained(self.backbone)
+        self.fingerprints: dict[str, str] = {}  # stage -> fingerprint of its inputs, filled as stages run
         self.processor = load_processor(self.backbone, self.backbone_config)
         self.template = text_template(data_args)
         self.experts = list(DEFAULT_EXPERTS)
@@ -111,7 +156,57 @@ class PipelineContext:
             router_focal_gamma=args.router_focal_gamma,
             router_focal_alpha=args.router_focal_alpha,
             id2label=self.id2label,
+            backbone_kwargs=backbone_load_kwargs(args),
         )
+
+    def stage_inputs(self, stage: str, previous: str | None = None, **extra: Any) -> dict[str, Any]:
+        """What ``stage`` depends on: stage code version, seed, the previous stage's fingerprint, the training
+        options that change results (minus other stages' own options) and ``extra``."""
+        skip = set(_REPORTING_ONLY) | {k for other, keys in _STAGE_ONLY.items() if other != stage for k in keys}
+        training = {k: v for k, v in self.training_args.to_dict().items() if k not in skip}
+        inputs = {
+            "stage": stage, "stage_version": STAGE_VERSIONS[stage], "mmoe_version": __version__, "seed": self.seed,
+            "previous": self.fingerprints.get(previous) if previous else None, "training": training, **extra,
+        }
+        self.fingerprints[stage] = stage_fingerprint(inputs)
+        return inputs
+
+    def model_inputs(self, router: bool) -> dict[str, Any]:
+        """The model options that matter to a training stage: the router's own ones only to the router."""
+        model = dataclasses.asdict(self.model_args)
+        data = {k: getattr(self.data_args, k) for k in ("max_length", "image_column", "label_column")}
+        chosen = {k: v for k, v in model.items() if (k in _ROUTER_MODEL_ARGS) == router or k == "backbone"}
+        return {"model": chosen, "data": {**data, "text_template": self.template}}
+
+
+def backbone_load_kwargs(model_args: ModelArguments) -> dict[str, Any]:
+    """``from_pretrained`` options of the backbone from ``--backbone_dtype`` / ``--attn_implementation``."""
+    kwargs: dict[str, Any] = {}
+    dtype = getattr(model_args, "backbone_dtype", None)
+    if dtype and dtype != "auto":
+        kwargs["dtype"] = getattr(torch, dtype)
+    elif dtype == "auto":
+        kwargs["dtype"] = "auto"
+    attn = getattr(model_args, "attn_implementation", None)
+    if attn:
+        kwargs["attn_implementation"] = attn
+    return kwargs
+
+
+def dataset_source_fingerprint(data_args: DataArguments) -> str | None:
+    """Identity of the data behind ``--dataset``: the ``save_to_disk`` fingerprints of a folder's splits, or a
+    hash of MUStARD's files; ``None`` for the synthetic benchmark, whose options already determine it."""
+    if data_args.dataset == "synthetic":
+        return None
+    folder = Path(data_args.data_dir if data_args.dataset == "mustard" and data_args.data_dir else data_args.dataset)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    pattern = "*.json*" if data_args.dataset == "mustard" else "*/state.json"
+    for path in sorted(folder.glob(pattern)):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 TINY_BACKBONES = ("tiny-bert", "tiny-qwen2", "tiny-vilt", "tiny-llava")
@@ -155,16 +250,19 @@ def resolve_backbone(backbone: str, output_dir: Path | None = None) -> str:
 def run_categorize(ctx: PipelineContext) -> DatasetDict:
     """Stage 1: unimodal predictions + the ``interaction`` column on every split (saved with save_to_disk)."""
     stage_dir = ctx.run_dir / "categorize"
-    if stage_is_done(stage_dir, ctx.overwrite):
+    data_options = {k: v for k, v in dataclasses.asdict(ctx.data_args).items()}
+    inputs = ctx.stage_inputs("categorize", data=data_options, source=dataset_source_fingerprint(ctx.data_args))
+    if stage_is_done(stage_dir, inputs, ctx.overwrite, required=("dataset/dataset_dict.json",)):
         dataset = load_from_disk(str(stage_dir / "dataset"))
         ctx.set_label_space(dataset)
         return dataset
     dataset = load_pipeline_dataset(ctx.data_args)
     ctx.set_label_space(dataset)
     validate_dataset(dataset, ctx.data_args, ctx.num_labels)
-    unimodal_backbone = resolve_backbone(
-        ctx.data_args.unimodal_backbone or ctx.model_args.backbone, Path(ctx.training_args.output_dir)
-    )
+    with main_process_first():
+        unimodal_backbone = resolve_backbone(
+            ctx.data_args.unimodal_backbone or ctx.model_args.backbone, Path(ctx.training_args.output_dir)
+        )
     dataset = add_unimodal_predictions(
         dataset, ctx.data_args, ctx.training_args, unimodal_backbone, ctx.num_labels, ctx.seed
     )
@@ -175,12 +273,22 @@ def run_categorize(ctx: PipelineContext) -> DatasetDict:
     dataset["train"] = dataset["train"].map(
         lambda row, i: {"expert_train": i in refined}, with_indices=True, desc="marking expert rows"
     )
-    dataset.save_to_disk(str(stage_dir / "dataset"))
+    if is_main_process():
+        _save_dataset_atomically(dataset, stage_dir / "dataset")
     counts = {name: interaction_counts(split) for name, split in dataset.items()}
     counts["train_experts"] = interaction_counts(dataset["train"].filter(lambda r: r["expert_train"]))
-    mark_stage_done(stage_dir, {"interaction_counts": counts})
+    mark_stage_done(stage_dir, inputs, {"interaction_counts": counts})
     logger.info("Interaction counts: %s", counts)
     return dataset
+
+
+def _save_dataset_atomically(dataset: DatasetDict, folder: Path) -> None:
+    """``save_to_disk`` into a temporary sibling folder, then swap it in."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dataset.save_to_disk(str(tmp))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
 
 
 def _refined_train_ids(train: Dataset, ctx: PipelineContext) -> set[int]:
@@ -211,7 +319,7 @@ def _train_part(
     if is_router:
         # The router reads frozen, adapter-free features: compute them once, then train only the head.
         trained: nn.Module = RouterHeadModule(model)
-        train, evaluation = (_router_feature_rows(ctx, model, split) if split is not None else None
+        train, evaluation = (_router_feature_rows(ctx, model, split, stage_dir) if split is not None else None
                              for split in (train, evaluation))
         get_state = lambda: {k: v for k, v in model.state_dict().items() if k.startswith("router.")}  # noqa: E731
         set_state = lambda s: model.load_state_dict(s, strict=False)  # noqa: E731
@@ -230,6 +338,8 @@ def _train_part(
         label_names=["interaction_labels"] if is_router else ["labels"],
         eval_strategy="epoch" if evaluation is not None else "no",
         seed=ctx.seed,
+        # The router head on cached features is a small MLP: nothing to checkpoint.
+        gradient_checkpointing=False if is_router else None,
     )
     trainer = Trainer(
         model=trained,
@@ -243,7 +353,9 @@ def _train_part(
         callbacks=[keep_best, ModelCardCallback(stage=_stage_name(part), output_dir=ctx.run_dir)],
     )
     trainer.train()
-    shutil.rmtree(stage_dir / "trainer", ignore_errors=True)
+    check_on_device(trained, args.device, f"stage {_stage_name(part)}")
+    if is_main_process():
+        shutil.rmtree(stage_dir / "trainer", ignore_errors=True)
     summary = {
         "selected_epoch": keep_best.best_epoch,
         "selection_metric": metric,
@@ -282,40 +394,51 @@ class RouterHeadModule(nn.Module):
         self.gamma, self.alpha = model.config.router_focal_gamma, model.config.router_focal_alpha
 
     def forward(self, features: torch.Tensor, interaction_labels: torch.Tensor | None = None) -> dict[str, Any]:
-        logits = self.router(features)
+        router_dtype = next(self.router.parameters()).dtype
+        logits = self.router(features.to(router_dtype))
         out: dict[str, Any] = {"logits": logits}
         if interaction_labels is not None:
             out["loss"] = focal_loss(logits, interaction_labels, self.gamma, self.alpha)
         return out
 
 
-def _router_feature_rows(ctx: PipelineContext, model: MMoEForSequenceClassification, split: Dataset) -> Dataset:
+class RouterFeatureModule(nn.Module):
+    """``forward(**inputs) -> {"logits": model.router_features(**inputs)}`` (``[B, H]``), so that
+    ``Trainer.predict`` computes the router's cached features with the run's device, precision and processes."""
+
+    def __init__(self, model: MMoEForSequenceClassification) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, **inputs: Any) -> dict[str, torch.Tensor]:
+        return {"logits": self.model.router_features(**inputs)}
+
+
+def _router_feature_rows(
+    ctx: PipelineContext, model: MMoEForSequenceClassification, split: Dataset, stage_dir: Path
+) -> Dataset:
     """``{"features": [H] floats, "interaction_labels": int}`` per row, from one adapter-free pass."""
     model.train_router().eval()
-    collator = ctx.collator(interactions=True)
-    loader = DataLoader(split, batch_size=ctx.training_args.per_device_eval_batch_size, collate_fn=collator)
-    features, labels = [], []
-    for batch in tqdm(loader, desc="router features", unit="batch", disable=ctx.training_args.disable_tqdm):
-        labels.append(batch.pop("interaction_labels"))
-        batch.pop("labels", None)
-        features.append(model.router_features(**{k: v.to(model.device) for k, v in batch.items()}).float().cpu())
-    return Dataset.from_dict(
-        {"features": torch.cat(features).numpy(), "interaction_labels": torch.cat(labels).numpy()}
-    ).with_format("torch")
+    features = predict(RouterFeatureModule(model), split, ctx.collator(), ctx.training_args,
+                       stage_dir / "features", fields=("features",))["features"]
+    labels = np.asarray([ctx.experts.index(i) for i in split["interaction"]])
+    return Dataset.from_dict({"features": features, "interaction_labels": labels}).with_format("torch")
 
 
 def run_baseline(ctx: PipelineContext, dataset: DatasetDict) -> dict[str, torch.Tensor]:
     """Stage 2: the single-model baseline (one LoRA adapter + head on all training data)."""
     stage_dir = ctx.run_dir / BASELINE
     weights = stage_dir / "baseline.safetensors"
-    if not stage_is_done(stage_dir, ctx.overwrite):
+    inputs = ctx.stage_inputs(BASELINE, "categorize", **ctx.model_inputs(router=False))
+    if not stage_is_done(stage_dir, inputs, ctx.overwrite, required=(weights.name,)):
         model = ctx.new_model([BASELINE])
         summary = _train_part(
             ctx, model, BASELINE, dataset["train"], dataset["validation"], stage_dir,
             ctx.training_args.baseline_num_train_epochs,
         )
-        save_file(model.expert_state_dict(BASELINE), str(weights))
-        mark_stage_done(stage_dir, summary)
+        if is_main_process():
+            atomic_save_tensors(model.expert_state_dict(BASELINE), weights)
+        mark_stage_done(stage_dir, inputs, summary)
     return load_file(str(weights))
 
 
@@ -324,7 +447,9 @@ def run_experts(
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Stage 3: one expert per interaction, each starting from the baseline (paper, appendix G)."""
     stage_dir = ctx.run_dir / "experts"
-    if not stage_is_done(stage_dir, ctx.overwrite):
+    files = tuple(f"{expert}.safetensors" for expert in ctx.experts)
+    inputs = ctx.stage_inputs("experts", BASELINE, **ctx.model_inputs(router=False))
+    if not stage_is_done(stage_dir, inputs, ctx.overwrite, required=files):
         model = ctx.new_model(ctx.experts)
         summaries = {}
         expert_rows = dataset["train"].filter(lambda r: r["expert_train"])
@@ -347,15 +472,17 @@ def run_experts(
                     ctx, model, expert, train, validation, stage_dir / expert,
                     ctx.training_args.expert_num_train_epochs,
                 )
-            save_file(model.expert_state_dict(expert), str(stage_dir / f"{expert}.safetensors"))
-        mark_stage_done(stage_dir, summaries)
-    return {expert: load_file(str(stage_dir / f"{expert}.safetensors")) for expert in ctx.experts}
+            if is_main_process():
+                atomic_save_tensors(model.expert_state_dict(expert), stage_dir / f"{expert}.safetensors")
+        mark_stage_done(stage_dir, inputs, summaries)
+    return {expert: load_file(str(stage_dir / name)) for expert, name in zip(ctx.experts, files)}
 
 
 def run_router(
     ctx: PipelineContext, dataset: DatasetDict, expert_states: dict[str, dict[str, torch.Tensor]]
 ) -> MMoEForSequenceClassification:
-    """Stage 4: the router as an interaction classifier with focal loss; returns the assembled mixture."""
+    """Stage 4: the router as an interaction classifier with focal loss; returns the assembled mixture, on the
+    run's device."""
     stage_dir = ctx.run_dir / "router"
     model = ctx.new_model(ctx.experts)
     for expert, state in expert_states.items():
@@ -364,43 +491,55 @@ def run_router(
     total = sum(counts.values())
     model.config.prior_weights = [counts.get(e, 0) / total for e in ctx.experts]
     weights = stage_dir / "router.safetensors"
-    if not stage_is_done(stage_dir, ctx.overwrite):
+    inputs = ctx.stage_inputs("router", "experts", **ctx.model_inputs(router=True))
+    if not stage_is_done(stage_dir, inputs, ctx.overwrite, required=(weights.name,)):
         summary = _train_part(
             ctx, model, "router", dataset["train"], dataset["validation"], stage_dir,
             ctx.training_args.router_num_train_epochs,
         )
-        save_file({k: v for k, v in model.state_dict().items() if k.startswith("router.")}, str(weights))
-        mark_stage_done(stage_dir, summary)
+        if is_main_process():
+            atomic_save_tensors({k: v for k, v in model.state_dict().items() if k.startswith("router.")}, weights)
+        mark_stage_done(stage_dir, inputs, summary)
     model.load_state_dict(load_file(str(weights)), strict=False)
-    return model.train_mixture().eval()
+    model = to_device(model.train_mixture().eval(), ctx.device)
+    check_on_device(model, ctx.device, "the assembled mixture")
+    return model
 
 
 # ---------------------------------------------------------------------------------------------------- driver
 def run_single_seed(
     model_args: ModelArguments, data_args: DataArguments, training_args: MMoETrainingArguments, run_dir: Path, seed: int
 ) -> dict[str, Any]:
-    """Every stage for one seed; writes the model and ``eval_results.json`` into ``run_dir``."""
+    """Every stage for one seed; writes the model and ``eval_results.json`` into ``run_dir`` (main process)."""
     ctx = PipelineContext(model_args, data_args, training_args, run_dir, seed)
     dataset = run_categorize(ctx)
     baseline_state = run_baseline(ctx, dataset)
     expert_states = run_experts(ctx, dataset, baseline_state)
-    model = run_router(ctx, dataset, expert_states)
 
+    split = evaluation_split(dataset)
+    collator = ctx.collator(interactions=True)
+    # The baseline is predicted (and freed) before the mixture is built: one backbone in memory at a time.
     baseline = ctx.new_model([BASELINE])
     baseline.load_expert_state_dict(baseline_state, BASELINE)
-    split = evaluation_split(dataset)
+    base_out = predict(baseline.train_expert(BASELINE).eval(), dataset[split], collator, training_args,
+                       run_dir / "evaluation")
+    del baseline
+    model = run_router(ctx, dataset, expert_states)
+    mix_out = predict(model, dataset[split], collator, training_args, run_dir / "evaluation")
     results = evaluate_mixture(
-        model, baseline.train_expert(BASELINE).eval(), dataset, split, ctx.collator(interactions=True),
-        ctx.training_args, ctx.num_labels,
+        mix_out, base_out, dataset, split, data_args.label_column, list(model.experts),
+        model.config.prior_weights, ctx.num_labels,
     )
     results["stages"] = {
         stage: read_stage_summary(run_dir / stage) for stage in ("baseline", "experts", "router")
     }
     model.config.fusion = "router"
-    model.save_pretrained(run_dir)
-    ctx.processor.save_pretrained(run_dir)
-    (run_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
-    _write_run_info(run_dir, model_args, data_args, training_args, [seed])
+    if is_main_process():
+        model.save_pretrained(run_dir)
+        ctx.processor.save_pretrained(run_dir)
+        atomic_write_text(run_dir / "eval_results.json", json.dumps(results, indent=2))
+        _write_run_info(run_dir, model_args, data_args, training_args, [seed])
+    wait_for_everyone()
     return results
 
 
@@ -421,7 +560,7 @@ def _write_run_info(
         "backbone": model_args.backbone, "dataset": data_args.dataset, "dataset_id": None, "seeds": seeds,
         "hyperparameters": hyperparameters, "license": "apache-2.0", "language": "en",
     }
-    (folder / "mmoe_run.json").write_text(json.dumps(info, indent=2))
+    atomic_write_text(folder / "mmoe_run.json", json.dumps(info, indent=2))
 
 
 def run_pipeline(
@@ -435,14 +574,16 @@ def run_pipeline(
     per_seed = [
         run_single_seed(model_args, data_args, training_args, output_dir / f"seed-{seed}", seed) for seed in seeds
     ]
-    first = output_dir / f"seed-{seeds[0]}"
-    for item in first.iterdir():  # the first seed's model represents the run at the root
-        if item.is_file() and item.name not in ("eval_results.json", "mmoe_run.json"):
-            shutil.copy2(item, output_dir / item.name)
     results = aggregate_seeds(per_seed)
     results["seeds"] = seeds
-    (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
-    _write_run_info(output_dir, model_args, data_args, training_args, seeds)
+    if is_main_process():
+        first = output_dir / f"seed-{seeds[0]}"
+        for item in first.iterdir():  # the first seed's model represents the run at the root
+            if item.is_file() and item.name not in ("eval_results.json", "mmoe_run.json"):
+                shutil.copy2(item, output_dir / item.name)
+        atomic_write_text(output_dir / "eval_results.json", json.dumps(results, indent=2))
+        _write_run_info(output_dir, model_args, data_args, training_args, seeds)
+    wait_for_everyone()
     return results
 
 

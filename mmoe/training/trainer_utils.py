@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import torch
 from transformers import EvalPrediction, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..metrics import classification_scores, load_classification_metric
+from .runtime import agree, atomic_write_text, is_main_process, to_device, wait_for_everyone
 
 logger = logging.getLogger("mmoe")
 
@@ -79,7 +81,7 @@ class KeepBestStateCallback(TrainerCallback):
         if self.best_metric is None or value > self.best_metric:
             self.best_metric, self.best_epoch = float(value), state.epoch
             self.best_metrics = {k.removeprefix("eval_"): float(v) for k, v in metrics.items()}
-            self.best_state = {k: v.detach().cpu().clone() for k, v in self.get_state().items()}
+            self.best_state = {k: v.detach().clone() for k, v in to_device(self.get_state(), "cpu").items()}
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self.best_state is not None:
@@ -87,34 +89,123 @@ class KeepBestStateCallback(TrainerCallback):
 
 
 def stage_arguments(base: TrainingArguments, output_dir: Path, **overrides: Any) -> TrainingArguments:
-    """A copy of the user's ``TrainingArguments`` for one stage: its own folder, no checkpoints, no Hub pushes."""
-    values = {
+    """A copy of the user's ``TrainingArguments`` for one stage: its own folder, no checkpoints, no Hub pushes.
+
+    Device, mixed precision (``--bf16``/``--fp16``), gradient checkpointing and the process group stay the
+    user's. Gradient checkpointing defaults to the non-reentrant variant, which works with frozen embeddings
+    under LoRA.
+    """
+    values: dict[str, Any] = {
         "output_dir": str(output_dir),
         "save_strategy": "no",
         "load_best_model_at_end": False,
         "push_to_hub": False,
         "remove_unused_columns": False,  # rows stay raw; the collator encodes them
         "report_to": base.report_to or "none",
-        **{k: v for k, v in overrides.items() if v is not None},
     }
+    if _checkpointing(base) and not getattr(base, "gradient_checkpointing_kwargs", None):
+        values["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if overrides.get("gradient_checkpointing") is False:  # the same switch under its newer name
+        values.update({name: False for name in _CHECKPOINTING_FLAGS if hasattr(base, name)})
     return dataclasses.replace(base, **values)
 
 
-def stage_is_done(stage_dir: Path, overwrite: bool) -> bool:
-    """True when ``stage_dir`` holds a finished stage and the user did not ask to redo it."""
-    done = (stage_dir / STAGE_DONE).exists()
-    if done and not overwrite:
-        logger.info("Stage %s already finished; skipping it (use --overwrite_output_dir to redo it).", stage_dir.name)
-    return done and not overwrite
+# transformers 5.2x renamed `gradient_checkpointing` to `activation_checkpointing` and keeps the old name as an alias.
+_CHECKPOINTING_FLAGS = ("gradient_checkpointing", "activation_checkpointing")
 
 
-def mark_stage_done(stage_dir: Path, summary: dict[str, Any]) -> None:
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    (stage_dir / STAGE_DONE).write_text(json.dumps(summary, indent=2, default=float))
+def _checkpointing(args: TrainingArguments) -> bool:
+    return any(bool(getattr(args, name, False)) for name in _CHECKPOINTING_FLAGS)
+
+
+# ------------------------------------------------------------------------------------------- stage bookkeeping
+def stage_fingerprint(inputs: dict[str, Any]) -> str:
+    """A short hash of everything a stage depends on (JSON of ``inputs`` with sorted keys)."""
+    blob = json.dumps(inputs, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def read_stage_record(stage_dir: Path) -> dict[str, Any] | None:
+    """The stage's record, or ``None`` when it is missing, truncated or not a record (all mean "not done")."""
+    path = stage_dir / STAGE_DONE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        logger.warning("Stage %s: its record %s is unreadable (%s); redoing the stage.", stage_dir.name, path, error)
+        return None
+    if not isinstance(record, dict) or not {"fingerprint", "inputs", "summary"} <= set(record):
+        logger.warning("Stage %s: %s is not a stage record of this mmoe version; redoing the stage.",
+                       stage_dir.name, path)
+        return None
+    return record
+
+
+def changed_inputs(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names of the inputs whose values differ (nested dicts are compared key by key, as ``a.b``)."""
+    names = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            names += [f"{key}.{inner}" for inner in changed_inputs(before, after)]
+        elif json.dumps(before, sort_keys=True, default=str) != json.dumps(after, sort_keys=True, default=str):
+            names.append(key)
+    return names
+
+
+def stage_is_done(stage_dir: Path, inputs: dict[str, Any], overwrite: bool, required: tuple[str, ...] = ()) -> bool:
+    """True when ``stage_dir`` holds a finished stage whose inputs equal ``inputs`` and the user did not ask
+    to redo it. Decided by the main process and shared with every process.
+
+    A stage whose inputs changed is redone (its fingerprint changes, and since each stage's inputs hold the
+    fingerprint of the stage before it, every later stage is redone too), with one log line naming the changes.
+    A missing, truncated or foreign record, or a missing file among ``required``, counts as not done.
+    """
+
+    def decide() -> bool:
+        if overwrite:
+            return False
+        record = read_stage_record(stage_dir)
+        if record is None:
+            return False
+        if record["fingerprint"] != stage_fingerprint(inputs):
+            logger.warning(
+                "Stage %s: its inputs changed since it ran (%s); redoing it and every stage after it.",
+                stage_dir.name, ", ".join(changed_inputs(record["inputs"], inputs)) or "code version",
+            )
+            return False
+        missing = [name for name in required if not (stage_dir / name).exists()]
+        if missing:
+            logger.warning("Stage %s: its record exists but %s are missing; redoing the stage.", stage_dir.name,
+                           missing)
+            return False
+        logger.info("Stage %s already finished with the same inputs; skipping it (--overwrite_output_dir redoes it).",
+                    stage_dir.name)
+        return True
+
+    return agree(decide() if is_main_process() else None)
+
+
+def mark_stage_done(stage_dir: Path, inputs: dict[str, Any], summary: dict[str, Any]) -> None:
+    """Write the stage's record (fingerprint, inputs, summary) atomically, from the main process only; then
+    every process waits until it is written."""
+    if is_main_process():
+        record = {"fingerprint": stage_fingerprint(inputs), "inputs": inputs, "summary": summary}
+        atomic_write_text(stage_dir / STAGE_DONE, json.dumps(record, indent=2, default=float))
+    wait_for_everyone()
 
 
 def read_stage_summary(stage_dir: Path) -> dict[str, Any]:
-    return json.loads((stage_dir / STAGE_DONE).read_text())
+    """The summary a finished stage recorded."""
+    record = read_stage_record(stage_dir)
+    if record is None:
+        raise FileNotFoundError(
+            f"{stage_dir / STAGE_DONE} is missing or unreadable; rerun mmoe-train with the same --output_dir "
+            "to redo that stage."
+        )
+    return record["summary"]
 
 
 def scores(predictions: np.ndarray, references: np.ndarray, num_labels: int) -> dict[str, float]:
