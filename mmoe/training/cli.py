@@ -101,12 +101,14 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else list(argv))
 
     from .pipeline import run_pipeline  # heavy imports after --help has had its chance
+    from .runtime import is_main_process
 
     results = run_pipeline(model_args, data_args, training_args)
     output_dir = Path(training_args.output_dir)
-    _write_card_and_push(output_dir, training_args)
-    print(format_summary(results))
-    print(f"Model, eval_results.json and model card written to {output_dir.resolve()}")
+    if is_main_process():  # under a multi-process launcher, one process writes the card, pushes and prints
+        _write_card_and_push(output_dir, training_args)
+        print(format_summary(results))
+        print(f"Model, eval_results.json and model card written to {output_dir.resolve()}")
     return results
 
 

@@ -119,5 +119,19 @@ def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def training_device(training_args: Any) -> torch.device:
-    """The device the Trainer will use (reading it also sets up the process group under a launcher)."""
-    return training_args.device
+    """The device the Trainer will use (reading it also sets up the process group under a launcher).
+
+    Raises:
+        ValueError: when a launcher started several processes (``WORLD_SIZE`` > 1) but the Trainer runs each
+            as a process of its own: on a machine without GPUs this happens unless ``--use_cpu`` is given, and
+            the processes would then train and write side by side.
+    """
+    device = training_args.device
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.world_size != launched:
+        raise ValueError(
+            f"The launcher started {launched} processes but TrainingArguments set up {training_args.world_size} "
+            f"(device {device}). On a machine without GPUs pass --use_cpu so that the processes form one gloo "
+            "process group."
+        )
+    return device
