@@ -180,6 +180,16 @@ def test_processes_that_do_not_form_a_group_are_refused(tmp_path, tiny_bert_dir)
     assert not (tmp_path / "out" / "baseline").exists()
 
 
+def test_pipeline_in_bf16_with_a_bf16_backbone_on_cpu(tmp_path, tiny_bert_dir):
+    """--bf16 (autocast) with --backbone_dtype bfloat16: every stage trains and evaluates; results are finite."""
+    data = _precomputed_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    results = train(_tiny_args(tiny_bert_dir, data, out, "--bf16", "true", "--backbone_dtype", "bfloat16",
+                               "--use_cpu", "true", "--max_steps", "2"))
+    assert np.isfinite(results["ce_moe"]) and np.isfinite(results["ce_baseline"])
+    assert json.loads((out / "config.json").read_text())["backbone_config"]["dtype"] == "bfloat16"
+
+
 @needs_cuda
 def test_pipeline_on_cuda_in_bf16(tmp_path, tiny_bert_dir):
     data = _precomputed_dataset(tmp_path / "data")

@@ -45,6 +45,8 @@ from transformers import (
     set_seed,
 )
 
+from .runtime import to_device
+
 logger = logging.getLogger(__name__)
 
 MODALITIES = ("text", "image")
@@ -390,7 +392,9 @@ def predict_with_prompted_model(
     tokenizer = _tokenizer_of(tokenizer_or_processor)
     label_ids = label_token_ids(tokenizer, label_words)
     model.eval()
-    device = next(model.parameters()).device
+    # The prompted model stays where its owner put it (one GPU, or a device_map across several); its inputs go
+    # to the device of its embeddings.
+    device = model.get_input_embeddings().weight.device
     all_probs: list[torch.Tensor] = []
     with _right_padding(tokenizer):
         for start in tqdm(range(0, len(dataset), batch_size), desc=f"{prefix} prompts", unit="batch"):
@@ -405,8 +409,8 @@ def predict_with_prompted_model(
                 use_chat_template,
                 max_length,
             )
-            inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-            all_probs.append(next_token_label_probabilities(model, inputs, label_ids, normalize).cpu())
+            probs = next_token_label_probabilities(model, to_device(inputs, device), label_ids, normalize)
+            all_probs.append(to_device(probs, "cpu"))
     probs = torch.cat(all_probs).double().numpy()
     return _set_columns(dataset, _prediction_columns(prefix, probs))
 
