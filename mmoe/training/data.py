@@ -1,4 +1,20 @@
-"""Load and check the pipeline's dataset; attach unimodal predictions; choose the evaluation split."""
+"""Load and check the pipeline's dataset; attach unimodal predictions; choose the evaluation split.
+
+Labels are checked at this boundary, before any training (:func:`num_labels_of`, :func:`validate_dataset`):
+
+* every split's label column holds integer class indices in ``0..num_labels-1`` (a ``ClassLabel`` or an integer
+  ``Value``); ``None``, floats (``0.0``/``1.0``), booleans and nested values are refused with the fix to apply;
+* without a ``ClassLabel`` or ``--num_labels``, the training labels must be exactly ``0..K-1``: labels
+  ``{0, 1, 5}`` are refused rather than silently becoming a 6-class model;
+* a class of validation/test that training never shows is refused (the model could never predict it);
+* **string labels** (``"yes"``/``"no"``) of a ``--dataset`` folder are mapped to a ``ClassLabel`` by
+  :func:`encode_string_labels` when the data is loaded: names sorted as ``Dataset.class_encode_column`` sorts them
+  on the training split, the same names on the other splits (and on string ``text_prediction``/
+  ``vision_prediction`` columns), so the model's ``id2label`` carries the names. :func:`num_labels_of` and
+  :func:`validate_dataset` themselves refuse string labels, naming ``dataset.class_encode_column(<column>)``.
+
+Every message names the column, the split and the offending values.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +22,7 @@ import logging
 import re
 from pathlib import Path
 
-from datasets import ClassLabel, DatasetDict, Image, load_from_disk
+from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_from_disk
 from transformers import AutoConfig
 
 from ..backbone_utils import is_vision_language
@@ -54,9 +70,10 @@ def load_pipeline_dataset(data_args: DataArguments) -> DatasetDict:
     for split in ("train", "validation"):
         if split not in dataset:
             raise ValueError(f"The dataset needs a {split!r} split; it has {list(dataset)}.")
-    if data_args.max_train_samples:
+    dataset = encode_string_labels(dataset, data_args.label_column)
+    if data_args.max_train_samples is not None:
         dataset["train"] = dataset["train"].select(range(min(data_args.max_train_samples, len(dataset["train"]))))
-    if data_args.max_eval_samples:
+    if data_args.max_eval_samples is not None:
         for split in [s for s in dataset if s != "train"]:
             dataset[split] = dataset[split].select(range(min(data_args.max_eval_samples, len(dataset[split]))))
     return dataset
@@ -78,20 +95,194 @@ def text_template(data_args: DataArguments) -> str:
     return data_args.text_template or DEFAULT_TEMPLATES.get(data_args.dataset, "{text}")
 
 
+INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+STRING_DTYPES = ("string", "large_string")
+FLOAT_DTYPES = ("float16", "float32", "float64", "double", "bfloat16")
+
+
+def _values(split: Dataset, column: str) -> list:
+    """The column as plain Python values, whatever the dataset's format (torch, numpy, ...)."""
+    return list(split.with_format(None)[column])
+
+
+def _examples(values: list, limit: int = 5) -> list:
+    seen: list = []
+    for value in values:
+        if value not in seen:
+            seen.append(value)
+        if len(seen) == limit:
+            break
+    return seen
+
+
+def _none_problem(split_name: str, column: str, values: list) -> str | None:
+    missing = sum(value is None for value in values)
+    if not missing:
+        return None
+    return (
+        f"Column {column!r} of split {split_name!r} has {missing} row(s) out of {len(values)} with no label "
+        f"(None); drop them (dataset.filter(lambda row: row[{column!r}] is not None)) or fill them in."
+    )
+
+
+def label_type_problems(dataset: DatasetDict, label_column: str) -> list[str]:
+    """One message per split whose label column is not one integer class index per row (``None``, float, bool,
+    string or nested values); splits without the column are left to :func:`validate_dataset`."""
+    problems = []
+    for split_name, split in dataset.items():
+        if label_column not in split.column_names:
+            continue
+        feature = split.features[label_column]
+        values = _values(split, label_column)
+        where = f"Column {label_column!r} of split {split_name!r}"
+        problems += [p for p in [_none_problem(split_name, label_column, values)] if p]
+        dtype = feature.dtype if isinstance(feature, Value) else None
+        present = [v for v in values if v is not None]
+        if isinstance(feature, ClassLabel) or dtype in INTEGER_DTYPES or dtype == "null":
+            continue
+        cast_hint = f"dataset = dataset.cast_column({label_column!r}, Value('int64'))"
+        if dtype == "bool":
+            problems.append(
+                f"{where} holds booleans {_examples(present)}; labels must be integer class indices "
+                f"0..num_labels-1, and bool is not an int here. Cast them: {cast_hint}."
+            )
+        elif dtype in FLOAT_DTYPES:
+            whole = all(float(v).is_integer() for v in present)
+            fix = (
+                f"Cast them: {cast_hint}." if whole
+                else "Some are not whole numbers: these look like regression targets or probabilities, not classes."
+            )
+            problems.append(
+                f"{where}: labels must be integer class indices, got floats {_examples(present)}. {fix}"
+            )
+        elif dtype in STRING_DTYPES:
+            problems.append(
+                f"{where} holds strings {_examples(present)}; labels must be integer class indices. Encode them "
+                f"with dataset = dataset.class_encode_column({label_column!r}) (mmoe-train does this itself for a "
+                "--dataset folder) or map them to 0..num_labels-1."
+            )
+        else:
+            problems.append(f"{where} holds {feature}; labels must be one integer class index per row.")
+    return problems
+
+
+def _raise_problems(problems: list[str]) -> None:
+    if len(problems) == 1:
+        raise ValueError(problems[0])
+    if problems:
+        raise ValueError(f"{len(problems)} problems with the labels:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def encode_string_labels(dataset: DatasetDict, label_column: str) -> DatasetDict:
+    """Map string labels to a ``ClassLabel`` (names sorted, as ``class_encode_column`` does) on every split.
+
+    The names come from the training split; a string label of another split that training lacks is refused, as
+    is a ``None`` label. String ``text_prediction``/``vision_prediction`` columns are mapped with the same names.
+    Datasets whose training labels are not strings are returned unchanged.
+    """
+    train = dataset["train"]
+    feature = train.features.get(label_column)
+    if not (isinstance(feature, Value) and feature.dtype in STRING_DTYPES):
+        return dataset
+    problems, values = [], {}
+    for split_name, split in dataset.items():
+        if label_column not in split.column_names:
+            continue
+        split_feature = split.features[label_column]
+        if not (isinstance(split_feature, Value) and split_feature.dtype in STRING_DTYPES):
+            problems.append(
+                f"Column {label_column!r} holds strings in split 'train' but {split_feature} in split "
+                f"{split_name!r}; use the same label type on every split."
+            )
+            continue
+        values[split_name] = _values(split, label_column)
+        problems += [p for p in [_none_problem(split_name, label_column, values[split_name])] if p]
+    _raise_problems(problems)
+    names = sorted(set(values["train"]))
+    for split_name, split_values in values.items():
+        unseen = sorted(set(split_values) - set(names))
+        if unseen:
+            problems.append(_unseen_message(label_column, split_name, unseen))
+    for column in PREDICTION_COLUMNS:
+        for split_name, split in dataset.items():
+            column_feature = split.features.get(column)
+            if isinstance(column_feature, Value) and column_feature.dtype in STRING_DTYPES:
+                unknown = sorted({v for v in _values(split, column) if v not in names}, key=str)
+                if unknown:
+                    problems.append(
+                        f"Column {column!r} of split {split_name!r} holds {unknown[:5]}, which are not labels of "
+                        f"the training split {names[:10]}."
+                    )
+    _raise_problems(problems)
+    class_label = ClassLabel(names=names)
+    for split_name in list(dataset):
+        for column in (label_column, *PREDICTION_COLUMNS):
+            column_feature = dataset[split_name].features.get(column)
+            if isinstance(column_feature, Value) and column_feature.dtype in STRING_DTYPES:
+                dataset[split_name] = dataset[split_name].cast_column(column, class_label)
+    logger.info("String labels of column %r mapped to class indices: %s", label_column, dict(enumerate(names)))
+    return dataset
+
+
+def _unseen_message(label_column: str, split_name: str, unseen: list) -> str:
+    shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in unseen[:10])
+    noun = f"class {shown} appears" if len(unseen) == 1 else f"classes {shown} appear"
+    return (
+        f"Column {label_column!r}: {noun} in {split_name} but never in train, so the model could never predict "
+        f"{'it' if len(unseen) == 1 else 'them'}. Drop those rows from {split_name} or add training rows of that "
+        "class (a --max_train_samples that is too small can also cut a class out)."
+    )
+
+
 def num_labels_of(dataset: DatasetDict, label_column: str, declared: int | None = None) -> int:
-    """``--num_labels`` when given, else the ``ClassLabel`` size, else ``max(label) + 1`` over every split."""
-    if declared is not None:
-        return declared
+    """``--num_labels`` when given, else the ``ClassLabel`` size, else the number of training classes.
+
+    The label column must hold integer class indices on every split (see the module docstring). When the number
+    is inferred from plain integers, the training labels must be exactly ``0..K-1``: labels ``{0, 1, 5}`` are
+    refused (they would make a 6-class model with 3 classes never trained) with a hint to remap them or to pass
+    ``--num_labels``.
+    """
     if label_column not in dataset["train"].column_names:
-        raise ValueError(f"The training split has no label column {label_column!r}; set --label_column.")
+        raise ValueError(
+            f"The training split has no label column {label_column!r} (columns: {dataset['train'].column_names}); "
+            "set --label_column."
+        )
+    _raise_problems(label_type_problems(dataset, label_column))
+    if declared is not None:
+        if declared < 2:
+            raise ValueError(f"--num_labels must be at least 2, got {declared}.")
+        return declared
     feature = dataset["train"].features.get(label_column)
     if isinstance(feature, ClassLabel):
+        if feature.num_classes < 2:
+            raise ValueError(f"Column {label_column!r} is a ClassLabel with {feature.num_classes} class; need 2+.")
         return feature.num_classes
-    return int(max(max(split[label_column]) for split in dataset.values() if len(split))) + 1
+    classes = sorted(set(_values(dataset["train"], label_column)))
+    if classes != list(range(len(classes))):
+        missing = sorted(set(range(max(classes) + 1)) - set(classes)) if classes and max(classes) >= 0 else []
+        negative = [c for c in classes if c < 0]
+        details = []
+        if missing:
+            details.append(f"{missing[:10]} never occur")
+        if negative:
+            details.append(f"{negative[:5]} are negative")
+        raise ValueError(
+            f"Column {label_column!r} of split 'train' holds the classes {classes[:20]}, not the contiguous class "
+            f"indices 0..{len(classes) - 1} ({' and '.join(details)}); inferring the number of labels from them "
+            f"would build a model with classes that are never trained. Remap the labels to 0..{len(classes) - 1} "
+            "(e.g. dataset.map or a ClassLabel), or pass --num_labels if the classes are meant to be there."
+        )
+    if len(classes) < 2:
+        raise ValueError(
+            f"Column {label_column!r} of split 'train' holds a single class {classes}; a classifier needs at "
+            "least 2 classes in training."
+        )
+    return len(classes)
 
 
 def validate_dataset(dataset: DatasetDict, data_args: DataArguments, num_labels: int) -> None:
-    """Fail before any training when a column is missing or a label is outside ``0..num_labels-1``."""
+    """Fail before any training when a column is missing or a label is not a class index in ``0..num_labels-1``
+    or is a class that the training split never shows."""
     needed = {data_args.label_column, *re.findall(r"{(\w+)}", text_template(data_args))}
     if data_args.image_column:
         needed.add(data_args.image_column)
@@ -104,13 +295,25 @@ def validate_dataset(dataset: DatasetDict, data_args: DataArguments, num_labels:
                 f"Split {split_name!r} lacks column(s) {missing} (has {split.column_names}); fix --text_template, "
                 "--label_column or --image_column, or add the columns."
             )
-        labels = set(split[data_args.label_column])
-        bad = sorted(v for v in labels if not isinstance(v, int) or not 0 <= v < num_labels)
-        if bad:
-            raise ValueError(
-                f"Split {split_name!r}: labels {bad[:5]} are outside 0..{num_labels - 1}; map labels to integers "
-                "0..num_labels-1 first."
-            )
+    column = data_args.label_column
+    _raise_problems(label_type_problems(dataset, column))
+    if num_labels < 2:
+        raise ValueError(f"num_labels must be at least 2, got {num_labels}.")
+    classes = {name: set(_values(split, column)) for name, split in dataset.items()}
+    problems = []
+    for split_name in dataset:
+        bad = sorted(v for v in classes[split_name] if not 0 <= v < num_labels)
+        unseen = sorted(classes[split_name] - classes["train"]) if split_name != "train" else []
+        outside = (
+            f"Column {column!r} of split {split_name!r}: labels {bad[:5]} are outside 0..{num_labels - 1} "
+            f"(num_labels={num_labels}); map labels to class indices 0..num_labels-1 first"
+            + (" (-1 marks unlabeled rows in some test splits; drop them)." if -1 in bad else ".")
+        )
+        if unseen:
+            problems.append(_unseen_message(column, split_name, unseen) + (f" {outside}" if bad else ""))
+        elif bad:
+            problems.append(outside)
+    _raise_problems(problems)
 
 
 def has_precomputed_predictions(dataset: DatasetDict) -> bool:

@@ -1,0 +1,360 @@
+"""Check every ``mmoe-train`` option before anything is trained, downloaded or written.
+
+:func:`check_arguments` runs right after parsing (``mmoe.training.cli.train``) and reports every problem it
+finds in one :class:`ArgumentsError`; each line names the option and says what to fix:
+
+* ranges of the numeric options (``--lora_r 0``, ``--min_confidence 1.5``, ``--max_train_samples 0``, ...);
+* that training can happen at all (``--num_train_epochs`` or ``--max_steps`` positive, stage epochs positive);
+* ``--output_dir``: a folder that exists and is writable, or one that can be created (never an existing file);
+* ``--backbone`` / ``--unimodal_backbone``: an existing model folder, a tiny test backbone, the default MiniLM or
+  a valid Hub id; a path that does not exist fails here rather than as a Hub error after the network times out;
+* ``--dataset`` / ``--data_dir``: the data can be found;
+* ``--push_to_hub`` has a valid ``--hub_model_id`` (refused now, not after hours of training).
+
+The range checks of :class:`~mmoe.training.arguments.ModelArguments` and
+:class:`~mmoe.training.arguments.DataArguments` also run when those dataclasses are built (``__post_init__``),
+so a script that builds them directly gets the same messages. Checks on the file system and on combinations of
+options run only here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .arguments import DEFAULT_BACKBONE
+
+if TYPE_CHECKING:
+    from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
+
+TINY_BACKBONES = ("tiny-bert", "tiny-qwen2", "tiny-vilt", "tiny-llava")
+"""Names ``resolve_backbone`` (:mod:`mmoe.training.pipeline`) builds from a config; kept equal by a test."""
+POOLING_CHOICES = ("auto", "first", "last", "mean")
+UNIMODAL_SOURCES = ("auto", "precomputed", "trained")
+BUILTIN_DATASETS = ("synthetic", "mustard")
+MAX_SEED = 2**32 - 1  # numpy's seeding limit
+
+
+class ArgumentsError(ValueError):
+    """Invalid ``mmoe-train`` options, found before any training. The message has one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = f"{len(self.problems)} problems with the options:\n" + "\n".join(
+                f"  - {problem}" for problem in self.problems
+            )
+        super().__init__(message)
+
+
+def raise_if_problems(problems: list[str]) -> None:
+    if problems:
+        raise ArgumentsError(problems)
+
+
+# ------------------------------------------------------------------------------------------- number ranges
+def _bounds_text(gt: float | None, ge: float | None, lt: float | None, le: float | None) -> str:
+    if (gt is not None or ge is not None) and (lt is not None or le is not None):
+        left = f"({gt}" if gt is not None else f"[{ge}"
+        right = f"{lt})" if lt is not None else f"{le}]"
+        return f"in {left}, {right}"
+    parts = []
+    for symbol, bound in ((">", gt), (">=", ge), ("<", lt), ("<=", le)):
+        if bound is not None:
+            parts.append(f"{symbol} {bound}")
+    return " and ".join(parts)
+
+
+def number_problem(
+    option: str,
+    value: Any,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    integer: bool = False,
+    optional: bool = False,
+    hint: str = "",
+) -> str | None:
+    """A message when ``value`` of ``--option`` is not a finite number within the bounds, else ``None``.
+
+    ``optional``: ``None`` is allowed (the option was not given). ``integer``: whole numbers only.
+    """
+    if value is None:
+        return None if optional else f"--{option} needs a value."
+    kind = "an integer" if integer else "a number"
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value) or (integer and value != int(value)):
+        return f"--{option} must be {kind}, got {value!r}.{(' ' + hint) if hint else ''}"
+    ok = (
+        (gt is None or value > gt)
+        and (ge is None or value >= ge)
+        and (lt is None or value < lt)
+        and (le is None or value <= le)
+    )
+    if ok:
+        return None
+    return f"--{option} must be {_bounds_text(gt, ge, lt, le)}, got {value!r}.{(' ' + hint) if hint else ''}"
+
+
+def _collect(*problems: str | None) -> list[str]:
+    return [problem for problem in problems if problem]
+
+
+def choice_problem(option: str, value: Any, choices: tuple[str, ...]) -> str | None:
+    if value in choices:
+        return None
+    return f"--{option} must be one of {', '.join(choices)}; got {value!r}."
+
+
+def model_argument_problems(args: ModelArguments) -> list[str]:
+    """Ranges and choices of the model options (no file system access)."""
+    return _collect(
+        None if isinstance(args.backbone, str) and args.backbone.strip() else "--backbone must not be empty.",
+        number_problem("lora_r", args.lora_r, gt=0, integer=True, hint="The paper uses 16."),
+        number_problem("lora_alpha", args.lora_alpha, gt=0, hint="The paper uses 32 (twice --lora_r)."),
+        number_problem("lora_dropout", args.lora_dropout, ge=0, lt=1),
+        number_problem("router_hidden_size", args.router_hidden_size, ge=0, integer=True,
+                       hint="Use 0 for a linear router."),
+        number_problem("router_dropout", args.router_dropout, ge=0, lt=1),
+        number_problem("router_focal_gamma", args.router_focal_gamma, ge=0, hint="0 is plain cross-entropy."),
+        number_problem("router_focal_alpha", args.router_focal_alpha, gt=0),
+        choice_problem("pooling", args.pooling, POOLING_CHOICES),
+    )
+
+
+def data_argument_problems(args: DataArguments) -> list[str]:
+    """Ranges and choices of the data options (no file system access)."""
+    return _collect(
+        None if args.label_column else "--label_column must name the column of class labels.",
+        number_problem("num_labels", args.num_labels, ge=2, integer=True, optional=True,
+                       hint="A classifier needs at least 2 classes; leave it out to read it from the data."),
+        number_problem("max_length", args.max_length, gt=0, integer=True),
+        choice_problem("unimodal_source", args.unimodal_source, UNIMODAL_SOURCES),
+        number_problem("num_folds", args.num_folds, ge=2, integer=True,
+                       hint="Cross-fitting needs at least 2 folds so that no row is predicted by a model that saw it."),
+        number_problem("unimodal_num_train_epochs", args.unimodal_num_train_epochs, gt=0),
+        number_problem("min_confidence", args.min_confidence, ge=0, le=1, optional=True,
+                       hint="It is a probability margin (paper: 0.1); leave it out to keep every row."),
+        number_problem("min_minority_fraction", args.min_minority_fraction, gt=0, le=0.5, optional=True,
+                       hint="It is the minority label's share after rebalancing (paper: 0.2)."),
+        number_problem("synthetic_num_train", args.synthetic_num_train, gt=0, integer=True),
+        number_problem("synthetic_num_validation", args.synthetic_num_validation, gt=0, integer=True),
+        number_problem("synthetic_num_test", args.synthetic_num_test, gt=0, integer=True),
+        number_problem("synthetic_label_noise", args.synthetic_label_noise, ge=0, lt=0.5,
+                       hint="It is the share of flipped labels; at 0.5 the labels carry no signal."),
+        number_problem("synthetic_seed", args.synthetic_seed, ge=0, le=MAX_SEED, integer=True),
+        number_problem("max_train_samples", args.max_train_samples, ge=1, integer=True, optional=True,
+                       hint="Leave it out to keep every training row."),
+        number_problem("max_eval_samples", args.max_eval_samples, ge=1, integer=True, optional=True,
+                       hint="Leave it out to keep every evaluation row."),
+    )
+
+
+STAGE_EPOCH_OPTIONS = ("baseline_num_train_epochs", "expert_num_train_epochs", "router_num_train_epochs")
+
+
+def training_argument_problems(args: MMoETrainingArguments) -> list[str]:
+    """Ranges of the training options and whether any training can happen (no file system access)."""
+    problems = _collect(
+        number_problem("learning_rate", args.learning_rate, gt=0),
+        number_problem("router_learning_rate", args.router_learning_rate, gt=0),
+        number_problem("min_expert_examples", args.min_expert_examples, ge=0, integer=True),
+        number_problem("per_device_train_batch_size", args.per_device_train_batch_size, ge=1, integer=True),
+        number_problem("per_device_eval_batch_size", args.per_device_eval_batch_size, ge=1, integer=True),
+        number_problem("gradient_accumulation_steps", args.gradient_accumulation_steps, ge=1, integer=True),
+        number_problem("seed", args.seed, ge=0, le=MAX_SEED, integer=True),
+        number_problem("data_seed", args.data_seed, ge=0, le=MAX_SEED, integer=True, optional=True),
+        number_problem("max_steps", args.max_steps, integer=True),
+        number_problem("num_train_epochs", args.num_train_epochs),
+    )
+    for seed in args.seeds or []:
+        problems += _collect(number_problem("seeds", seed, ge=0, le=MAX_SEED, integer=True))
+    if args.seeds and len(set(args.seeds)) != len(args.seeds):
+        problems.append(f"--seeds lists a seed twice ({args.seeds}); each seed gets its own seed-<n> folder.")
+    for option in STAGE_EPOCH_OPTIONS:
+        problems += _collect(
+            number_problem(option, getattr(args, option), gt=0, optional=True,
+                           hint="Leave it out to use --num_train_epochs.")
+        )
+    steps_ok = isinstance(args.max_steps, int) and args.max_steps > 0
+    epochs_ok = isinstance(args.num_train_epochs, (int, float)) and args.num_train_epochs > 0
+    if not steps_ok and not epochs_ok:
+        falling_back = [option for option in STAGE_EPOCH_OPTIONS if getattr(args, option) is None]
+        if falling_back:
+            problems.append(
+                f"Nothing would be trained: --num_train_epochs is {args.num_train_epochs} and --max_steps is "
+                f"{args.max_steps}. Set --num_train_epochs > 0 (e.g. 3) or --max_steps > 0 (e.g. 100); stages "
+                f"without their own epochs use --num_train_epochs ({', '.join('--' + o for o in falling_back)} "
+                "not set)."
+            )
+    if args.push_to_hub and not args.hub_model_id:
+        problems.append(
+            "--push_to_hub needs --hub_model_id <org/name> (the repository to create or update); add it, or drop "
+            "--push_to_hub and publish later with `mmoe-card --output_dir <folder> --push_to_hub --hub_model_id ...`."
+        )
+    problems += _collect(hub_id_problem("hub_model_id", args.hub_model_id))
+    return problems
+
+
+# ------------------------------------------------------------------------------------------- file system
+def hub_id_problem(option: str, repo_id: str | None) -> str | None:
+    """A message when ``repo_id`` (given) is not a valid Hub repository id."""
+    if not repo_id:
+        return None
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        return f"--{option} {repo_id!r} is not a valid Hub repository id ('org/name'): {error}"
+    return None
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether ``value`` is meant as a file system path rather than a Hub id: it starts with ``.``, ``/``,
+    ``~`` or a drive letter, uses backslashes, or has more than one path separator (Hub ids have at most one)."""
+    if value.startswith((".", "/", "~", "\\")) or (len(value) > 1 and value[1] == ":"):
+        return True
+    separators = [sep for sep in (os.sep, os.altsep, "\\") if sep]
+    return value.count("/") > 1 or any(sep != "/" and sep in value for sep in separators)
+
+
+def backbone_problem(option: str, value: str | None) -> str | None:
+    """A message when ``--backbone``-like ``value`` can be neither a local model folder nor fetched from the Hub."""
+    if value is None or value in TINY_BACKBONES or value == DEFAULT_BACKBONE:
+        return None
+    path = Path(value)
+    if path.exists():
+        if not path.is_dir():
+            return f"--{option} {value} is a file; pass the folder a model was saved to (with save_pretrained)."
+        if not (path / "config.json").is_file():
+            return (
+                f"--{option} {value} has no config.json; pass the folder a model was saved to (with "
+                "save_pretrained), not a parent folder or a checkpoint of another format."
+            )
+        return None
+    if looks_like_path(value):
+        return (
+            f"backbone folder not found: {value} (--{option}). Check the path (relative to "
+            f"{Path.cwd()}), or pass a Hub id such as {DEFAULT_BACKBONE} or one of {', '.join(TINY_BACKBONES)}."
+        )
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError as error:
+        return (
+            f"--{option} {value!r} is neither an existing folder, one of {', '.join(TINY_BACKBONES)} nor a valid "
+            f"Hub id ('org/name'): {error}"
+        )
+    return _offline_problem(option, value)
+
+
+def _offline_problem(option: str, repo_id: str) -> str | None:
+    """With ``HF_HUB_OFFLINE=1`` a Hub id must already be in the local cache."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not constants.HF_HUB_OFFLINE:
+        return None
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return None
+    return (
+        f"--{option} {repo_id!r} is not in the local Hub cache and HF_HUB_OFFLINE is set; download it first "
+        "(unset HF_HUB_OFFLINE) or pass a local folder."
+    )
+
+
+def output_dir_problem(output_dir: str | None, option: str = "output_dir") -> str | None:
+    """A message when ``output_dir`` is a file, or a folder that cannot be written or created. Creates nothing."""
+    if not output_dir:
+        return f"--{option} must name a folder."
+    path = Path(output_dir)
+    if path.exists():
+        if not path.is_dir():
+            return (
+                f"--{option} {output_dir} is an existing file, not a folder; pass a folder path (it is created "
+                "when missing). The file was left untouched."
+            )
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"--{option} {output_dir} is not writable; pick another folder or fix its permissions."
+        return None
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"--{option} {output_dir} cannot be created: {parent} is a file, not a folder."
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"--{option} {output_dir} cannot be created: {parent} is not writable; pick another folder."
+    return None
+
+
+def dataset_problems(args: DataArguments) -> list[str]:
+    """``--dataset`` is built in or a saved ``DatasetDict`` folder; ``--data_dir`` exists (and holds MUStARD)."""
+    problems = []
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        problems.append(f"--data_dir {args.data_dir} is not an existing folder; check the path.")
+    if args.dataset == "mustard":
+        if not args.data_dir:
+            problems.append(
+                "--dataset mustard needs --data_dir <folder with mustard_train.json, mustard_validation.json, "
+                "image_captions_cogvlm2.jsonl and the unimodal prediction files>."
+            )
+        elif Path(args.data_dir).is_dir():
+            from ..data import mustard
+
+            required = [name for split, name in mustard.SPLIT_FILES.items() if split not in mustard.OPTIONAL_SPLITS]
+            required += [mustard.CAPTIONS_FILE, mustard.TEXT_PREDICTIONS_FILE, mustard.VISION_PREDICTIONS_FILE]
+            missing = [name for name in required if not (Path(args.data_dir) / name).is_file()]
+            if missing:
+                problems.append(f"--data_dir {args.data_dir} lacks the MUStARD file(s) {missing}.")
+    elif args.dataset not in BUILTIN_DATASETS:
+        folder = Path(args.dataset)
+        if not folder.is_dir():
+            problems.append(
+                f"--dataset {args.dataset!r} is neither 'synthetic', 'mustard' nor an existing folder written by "
+                "DatasetDict.save_to_disk; check the path."
+            )
+        elif not (folder / "dataset_dict.json").is_file():
+            problems.append(
+                f"--dataset {args.dataset} is a folder without dataset_dict.json; save a DatasetDict with "
+                "train/validation(/test) splits there with DatasetDict.save_to_disk."
+            )
+    return problems
+
+
+def check_arguments(
+    model_args: ModelArguments, data_args: DataArguments, training_args: MMoETrainingArguments
+) -> None:
+    """Raise :class:`ArgumentsError` listing every invalid option; touch nothing on disk or on the Hub."""
+    problems = model_argument_problems(model_args) + data_argument_problems(data_args)
+    problems += training_argument_problems(training_args)
+    problems += _collect(
+        output_dir_problem(training_args.output_dir),
+        backbone_problem("backbone", model_args.backbone),
+        backbone_problem("unimodal_backbone", data_args.unimodal_backbone),
+    )
+    problems += dataset_problems(data_args)
+    raise_if_problems(problems)
+
+
+__all__ = [
+    "ArgumentsError",
+    "TINY_BACKBONES",
+    "backbone_problem",
+    "check_arguments",
+    "data_argument_problems",
+    "dataset_problems",
+    "looks_like_path",
+    "model_argument_problems",
+    "number_problem",
+    "output_dir_problem",
+    "training_argument_problems",
+]
