@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_from_disk
@@ -29,6 +30,7 @@ from ..backbone_utils import is_vision_language
 from ..data.collators import format_text
 from ..data.images import prepare_image_dataset
 from .arguments import DataArguments, MMoETrainingArguments
+from .trainer_utils import stage_arguments
 
 logger = logging.getLogger("mmoe")
 
@@ -350,15 +352,13 @@ def add_unimodal_predictions(
     from .unimodal import cross_fit_predictions
 
     views = {"text": data_args.text_view_template, "vision": data_args.vision_view_template}
-    fold_args = {
-        "num_train_epochs": data_args.unimodal_num_train_epochs,
-        "per_device_train_batch_size": training_args.per_device_train_batch_size,
-        "per_device_eval_batch_size": training_args.per_device_eval_batch_size,
-        "learning_rate": training_args.learning_rate,
-        "use_cpu": training_args.use_cpu,
-    }
-    if training_args.max_steps and training_args.max_steps > 0:
-        fold_args["max_steps"] = training_args.max_steps
+    # The user's TrainingArguments (device, --bf16/--fp16, processes, batch sizes, learning rate, --max_steps) with
+    # the unimodal epochs; the fold models are scored by Trainer.predict, not evaluated during training.
+    fold_args = stage_arguments(
+        training_args, Path(tempfile.gettempdir()) / "mmoe-crossfit",
+        num_train_epochs=data_args.unimodal_num_train_epochs, eval_strategy="no", logging_strategy="no",
+        label_names=["labels"], seed=seed,
+    )
     images_seen = bool(data_args.image_column) and is_vision_language(AutoConfig.from_pretrained(backbone))
     for prefix, template in views.items():
         if prefix == "vision" and images_seen:
