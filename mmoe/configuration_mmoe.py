@@ -53,7 +53,8 @@ class MMoEConfig(PreTrainedConfig):
             sequential passes.
         backbone_hidden_size (`int`, *optional*): width of the backbone's output, for backbones whose
             config does not name it in a standard field.
-        num_labels / id2label / label2id: the classification labels, as in every ``transformers`` config.
+        num_labels / id2label / label2id: the classification labels, as in every ``transformers`` config; at
+            least 2 classes.
     """
 
     model_type = "mmoe"
@@ -154,3 +155,11 @@ class MMoEConfig(PreTrainedConfig):
             )
         if self.lora_r <= 0:
             raise ValueError(f"MMoEConfig: `lora_r` must be positive, got {self.lora_r}.")
+        # `num_labels` is derived from `id2label` by PreTrainedConfig, so this sees the final value whichever was given.
+        num_labels = self.num_labels
+        if num_labels is None or num_labels < 2:
+            raise ValueError(
+                f"MMoEConfig: `num_labels` must be at least 2, got {num_labels} (id2label={self.id2label}). Every "
+                "expert is a softmax classifier over the classes: with one class its loss is always 0. For a binary "
+                "task use num_labels=2."
+            )

@@ -28,9 +28,10 @@ from typing import Any
 
 import torch
 from peft import LoraConfig
-from peft.tuners.lora import LoraModel
+from peft.tuners.lora import LoraLayer, LoraModel
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
+from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .backbone_utils import (
@@ -52,6 +53,8 @@ _COMPANION_FILES = (
     "special_tokens_map.json", "vocab.*", "merges.txt", "*processor_config.json", "chat_template*",
 )
 _NON_BACKBONE_KWARGS = ("labels", "interaction_labels", "fusion", "fusion_weights", "return_dict")
+# The LoRA weights that peft's `reset_lora_parameters` initialises (MMoE does not use DoRA's magnitude vectors).
+_LORA_WEIGHT_NAMES = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B")
 # Inputs that stand in for `pixel_values` in vision-language backbones (precomputed image features).
 _IMAGE_INPUT_KWARGS = ("pixel_values", "image_embeds", "inputs_embeds")
 
@@ -80,7 +83,11 @@ class MMoESequenceClassifierOutput(ModelOutput):
 
 
 class MMoEClassificationHead(nn.Module):
-    """Dropout + linear map from a pooled representation ``[B, H]`` to class logits ``[B, C]``."""
+    """Dropout + linear map from a pooled representation ``[B, H]`` to class logits ``[B, C]``.
+
+    The pooled states are cast to the head's dtype first: the heads stay in float32 when the backbone runs in
+    bf16/fp16 (see ``MMoEPreTrainedModel._keep_in_fp32_modules_strict``), so the logits come out in float32.
+    """
 
     def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
         super().__init__()
@@ -88,11 +95,14 @@ class MMoEClassificationHead(nn.Module):
         self.out_proj = nn.Linear(hidden_size, num_labels)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(self.dropout(pooled))
+        return self.out_proj(self.dropout(pooled.to(self.out_proj.weight.dtype)))
 
 
 class MMoERouter(nn.Module):
-    """MLP from the adapter-free pooled representation ``[B, H]`` to router scores ``[B, E]``."""
+    """MLP from the adapter-free pooled representation ``[B, H]`` to router scores ``[B, E]``.
+
+    Like the heads, it casts its input to its own dtype (float32 next to a bf16/fp16 backbone).
+    """
 
     def __init__(self, hidden_size: int, num_experts: int, router_hidden_size: int, dropout: float) -> None:
         super().__init__()
@@ -108,23 +118,127 @@ class MMoERouter(nn.Module):
             self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_experts))
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.net(pooled)
+        return self.net(pooled.to(self.net[-1].weight.dtype))
 
 
 class MMoEPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and the transformers class flags shared by MMoE models.
+
+    A composite model, like transformers' llava: the attention implementation and ``dtype`` requested from
+    ``from_pretrained`` are validated here and handed to the backbone (``config.backbone_config`` is a registered
+    sub-config), which checks its own support when it is built.
+    """
+
     config_class = MMoEConfig
     base_model_prefix = "mmoe"
     supports_gradient_checkpointing = True
     main_input_name = "input_ids"
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    # The heads and the router stay float32 when the model is loaded in bf16 or fp16 (the strict variant covers both;
+    # the plain `_keep_in_fp32_modules` only acts for fp16). They are tiny, and float32 keeps the softmax, the fusion
+    # and the router's gradients stable. The patterns are regexes searched in parameter names, anchored so that a
+    # backbone's own `router` (mixture-of-experts LLMs) is not matched.
+    _keep_in_fp32_modules_strict = [r"^expert_heads\.", r"^router\."]
 
+    @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        # Only MMoE's own heads are initialised here: the backbone initialises itself, and LoRA layers are
-        # initialised by peft (lora_B = 0, so every expert starts as the backbone) and flagged as done.
-        if isinstance(module, (MMoEClassificationHead, MMoERouter)):
-            for layer in module.modules():
-                if isinstance(layer, nn.Linear):
-                    nn.init.normal_(layer.weight, std=0.02)
-                    nn.init.zeros_(layer.bias)
+        """Initialise one module (transformers 5 calls this per submodule, children first, skipping loaded weights).
+
+        - MMoE's own layers (the heads, the router, any layer outside the backbone): ``nn.Linear`` weights
+          ``normal(0, 0.02)`` and zero bias, ``nn.Embedding`` ``normal(0, 0.02)``, LayerNorm ones/zeros.
+        - LoRA layers are never touched here: :meth:`initialize_weights` gives every LoRA tensor that was not
+          loaded peft's own init first (``lora_B = 0``, so a new expert computes the backbone's function).
+        - Any other module is the backbone's (or a new backbone layer, e.g. from ``resize_token_embeddings``) and is
+          handed to the backbone's own ``_init_weights``. ``initialize_weights`` already dispatches the backbone's
+          submodules to the backbone (it is a ``PreTrainedModel``), so this branch serves direct calls only.
+
+        The ``transformers.initialization`` functions skip tensors flagged ``_is_hf_initialized`` (loaded ones).
+        """
+        if module is self or module is getattr(self, "backbone", None):
+            return
+        if not self._is_own_module(module):
+            if not self._is_lora_module(module):
+                self.backbone.model._init_weights(module)
+            return
+        std = getattr(self.config, "initializer_range", None) or 0.02
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.LayerNorm) or "LayerNorm" in type(module).__name__:
+            if getattr(module, "weight", None) is not None:
+                init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+
+    def _is_own_module(self, module: nn.Module) -> bool:
+        """True for modules of MMoE's own layers: everything under a child other than the backbone."""
+        backbone = getattr(self, "backbone", None)
+        return any(
+            module is own for child in self.children() if child is not backbone for own in child.modules()
+        )
+
+    def _is_lora_module(self, module: nn.Module) -> bool:
+        """True for peft's LoRA layers and the ``lora_A``/``lora_B``/... modules inside them."""
+        backbone = getattr(self, "backbone", None)
+        if isinstance(module, LoraLayer) or backbone is None:
+            return isinstance(module, LoraLayer)
+        return any(
+            module is lora
+            for layer in backbone.modules() if isinstance(layer, LoraLayer)
+            for name in layer.adapter_layer_names if isinstance(getattr(layer, name, None), nn.Module)
+            for lora in getattr(layer, name).modules()
+        )
+
+    @torch.no_grad()
+    @init.guard_torch_init_functions()
+    def initialize_weights(self) -> None:
+        """``PreTrainedModel.initialize_weights``, after giving LoRA weights that are not loaded peft's own init.
+
+        The LoRA layers sit inside the backbone, whose ``_init_weights`` would treat ``lora_A``/``lora_B`` as ordinary
+        linear layers (a random ``lora_B``: an expert would no longer start as the backbone). So every LoRA tensor
+        without the ``_is_hf_initialized`` flag is first initialised by peft (``lora_A`` Kaiming-uniform, ``lora_B``
+        zero) and flagged, and the backbone then leaves it alone. This covers a fresh model (``post_init``) and LoRA
+        weights missing from a checkpoint (``from_pretrained``); loaded tensors carry the flag and are kept.
+
+        The tensors are deliberately not flagged when the adapters are created: ``from_pretrained`` builds the model
+        on the meta device and, for custom code, drops flagged tensors from its missing keys, which would leave a
+        missing adapter on the meta device.
+        """
+        self._initialize_missing_lora_weights()
+        super().initialize_weights()
+
+    def _initialize_missing_lora_weights(self) -> None:
+        backbone = getattr(self, "backbone", None)
+        if backbone is None:
+            return
+        for layer in backbone.modules():
+            if not isinstance(layer, LoraLayer):
+                continue
+            for adapter in set(layer.lora_A.keys()) | set(layer.lora_embedding_A.keys()):
+                params = [
+                    param
+                    for name in _LORA_WEIGHT_NAMES
+                    if adapter in getattr(layer, name, {})
+                    for param in _adapter_parameters(getattr(layer, name)[adapter])
+                ]
+                if all(getattr(param, "_is_hf_initialized", False) for param in params):
+                    continue
+                config = backbone.peft_config.get(adapter)
+                layer.reset_lora_parameters(adapter, config.init_lora_weights if config is not None else True)
+                for param in params:
+                    param._is_hf_initialized = True
+
+
+def _adapter_parameters(entry: nn.Module | nn.Parameter) -> list[nn.Parameter]:
+    return [entry] if isinstance(entry, nn.Parameter) else list(entry.parameters())
 
 
 class MMoEForSequenceClassification(MMoEPreTrainedModel):
@@ -138,6 +252,12 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
     Training targets (see :meth:`train_expert`, :meth:`train_router`, :meth:`train_mixture`) decide which
     parameters are trainable and what ``forward`` computes; a freshly built or loaded model runs the full
     mixture with everything frozen but the heads, adapters and router (all trainable).
+
+    Precision: ``from_pretrained(..., dtype=torch.bfloat16)`` (or a bf16/fp16 backbone given to
+    :meth:`from_backbone`) puts the frozen backbone in that dtype, while the LoRA adapters, the heads and the router
+    stay float32: the adapters as peft's ``PeftModel`` keeps them (``autocast_adapter_dtype=True``), the heads and
+    router through ``_keep_in_fp32_modules_strict``. ``logits``, ``expert_logits`` and ``router_weights`` are then
+    float32. ``model.to(torch.bfloat16)`` still casts everything, which works too (the heads cast their input).
     """
 
     def __init__(self, config: MMoEConfig, backbone: PreTrainedModel | None = None) -> None:
@@ -175,13 +295,24 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
                 f"target_modules={target_modules!r}: {error}. Set `lora_target_modules` to names of its linear "
                 "layers (e.g. ['q_proj', 'v_proj'])."
             ) from error
-        self._mark_peft_modules_initialized()
+        for name in self.experts:
+            # What peft's PeftModel does by default (autocast_adapter_dtype=True) but a bare LoraModel does not:
+            # adapters of a bf16/fp16 backbone are kept in float32 (peft casts each layer's input to the adapter's
+            # dtype and the result back), so the trainable weights and their optimizer updates are full precision.
+            self.backbone._cast_adapter_dtype(name, autocast_adapter_dtype=True)
+        # Let device_map="auto" keep the backbone's blocks whole (post_init also collects it through the wrapper).
+        self._no_split_modules = set(getattr(backbone, "_no_split_modules", None) or [])
 
         self.expert_heads = nn.ModuleDict(
             {name: MMoEClassificationHead(self.hidden_size, config.num_labels, config.classifier_dropout)
              for name in self.experts}
         )
         self.router = MMoERouter(self.hidden_size, len(self.experts), config.router_hidden_size, config.router_dropout)
+        # from_pretrained(dtype=bf16/fp16) builds the model under that default dtype; the heads and the router stay
+        # float32 (_keep_in_fp32_modules_strict), also when their weights are missing from the checkpoint.
+        for module in (self.expert_heads, self.router):
+            if any(param.dtype in (torch.float16, torch.bfloat16) for param in module.parameters()):
+                module.float()
         self._active_adapters: tuple[str, ...] | None = None
         self.training_target: str | None = None
         self.post_init()
@@ -226,14 +357,13 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         )
         return cls(config, backbone=backbone)
 
-    def _mark_peft_modules_initialized(self) -> None:
-        # peft has already initialised the LoRA layers; without the flag, post_init would hand them to the
-        # backbone's own _init_weights, which would overwrite lora_B's zeros with random values.
-        for name, module in self.backbone.named_modules():
-            if "lora_" in name:
-                module._is_hf_initialized = True
-                for param in module.parameters(recurse=False):
-                    param._is_hf_initialized = True
+    # ------------------------------------------------------------------ embeddings
+    def get_input_embeddings(self) -> nn.Module:
+        """The backbone's input embeddings (used by ``enable_input_require_grads`` and gradient checkpointing)."""
+        return self.backbone.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.backbone.model.set_input_embeddings(value)
 
     # ------------------------------------------------------------------ training targets
     def _expert_parameter_pattern(self, expert: str) -> re.Pattern[str]:
@@ -415,7 +545,7 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
             **backbone_kwargs,
         })
         batch_size = self._batch_size(backbone_inputs)
-        self._check_labels(labels, interaction_labels)
+        self._check_labels(labels, interaction_labels, batch_size)
 
         if self.training_target == ROUTER:
             router_logits = self.router(self._pooled(backbone_inputs, ()))
@@ -501,19 +631,36 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
                 return backbone_inputs[key].shape[0]
         raise ValueError("MMoE forward needs `input_ids`, `inputs_embeds` or `pixel_values`.")
 
-    def _check_labels(self, labels: torch.Tensor | None, interaction_labels: torch.Tensor | None) -> None:
-        if labels is not None and labels.numel() and (labels.min() < 0 or labels.max() >= self.config.num_labels):
-            raise ValueError(
-                f"labels must be class indices in [0, {self.config.num_labels}); got values from "
-                f"{int(labels.min())} to {int(labels.max())}. Map your labels to 0..num_labels-1 first."
-            )
-        num_experts = len(self.experts)
-        if interaction_labels is not None and interaction_labels.numel() and (
-            interaction_labels.min() < 0 or interaction_labels.max() >= num_experts
-        ):
-            raise ValueError(
-                f"interaction_labels must be expert indices in [0, {num_experts}) for experts {self.experts}."
-            )
+    def _check_labels(
+        self, labels: torch.Tensor | None, interaction_labels: torch.Tensor | None, batch_size: int
+    ) -> None:
+        """Refuse labels that would silently give a wrong loss: another batch size, floats, out-of-range indices."""
+        num_labels, num_experts = self.config.num_labels, len(self.experts)
+        checks = (
+            ("labels", labels, "class indices", num_labels, "Map your labels to 0..num_labels-1 first."),
+            ("interaction_labels", interaction_labels, "expert indices", num_experts, f"Experts: {self.experts}."),
+        )
+        for name, values, what, upper, hint in checks:
+            if values is None:
+                continue
+            if not isinstance(values, torch.Tensor):
+                raise ValueError(f"`{name}` must be a torch.Tensor of {what} [B], got {type(values).__name__}.")
+            if values.is_floating_point() or values.is_complex():
+                raise ValueError(
+                    f"`{name}` must be integer {what} (a LongTensor [B]), got dtype {values.dtype}: floating-point "
+                    f"values such as {values.flatten()[:4].tolist()} would be truncated. For soft or probabilistic "
+                    "targets compute the loss outside the model from `logits`."
+                )
+            if values.dim() != 1 or values.shape[0] != batch_size:
+                raise ValueError(
+                    f"`{name}` must have shape [B] = [{batch_size}] (one of the {what} per example of the batch), got "
+                    f"{list(values.shape)}."
+                )
+            if values.numel() and (values.min() < 0 or values.max() >= upper):
+                raise ValueError(
+                    f"`{name}` must be {what} in [0, {upper}); got values from {int(values.min())} to "
+                    f"{int(values.max())}. {hint}"
+                )
 
 
     # ------------------------------------------------------------------ publishing
