@@ -173,7 +173,9 @@ def stage_is_done(stage_dir: Path, inputs: dict[str, Any], overwrite: bool, requ
         if record["fingerprint"] != stage_fingerprint(inputs):
             logger.warning(
                 "Stage %s: its inputs changed since it ran (%s); redoing it and every stage after it.",
-                stage_dir.name, ", ".join(changed_inputs(record["inputs"], inputs)) or "code version",
+                stage_dir.name,
+                ", ".join("an earlier stage" if name == "previous" else name
+                          for name in changed_inputs(record["inputs"], inputs)) or "code version",
             )
             return False
         missing = [name for name in required if not (stage_dir / name).exists()]
