@@ -394,8 +394,7 @@ class RouterHeadModule(nn.Module):
         self.gamma, self.alpha = model.config.router_focal_gamma, model.config.router_focal_alpha
 
     def forward(self, features: torch.Tensor, interaction_labels: torch.Tensor | None = None) -> dict[str, Any]:
-        router_dtype = next(self.router.parameters()).dtype
-        logits = self.router(features.to(router_dtype))
+        logits = self.router(features)  # the router casts its input to its own (float32) dtype
         out: dict[str, Any] = {"logits": logits}
         if interaction_labels is not None:
             out["loss"] = focal_loss(logits, interaction_labels, self.gamma, self.alpha)
