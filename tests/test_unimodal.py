@@ -13,7 +13,7 @@ from datasets import Image as ImageFeature
 from PIL import Image
 from transformers import AutoModelForCausalLM
 
-import mmoe.training.unimodal as unimodal
+import mmoe.training.unimodal.cross_fit as cross_fit  # _train_fold is patched where cross_fit_predictions looks it up
 from mmoe.testing import tiny_backbone_config, tiny_tokenizer
 from mmoe.training.unimodal import (
     add_precomputed_predictions,
@@ -166,7 +166,7 @@ def test_cross_fitting_never_predicts_a_row_with_a_model_trained_on_it(
 ) -> None:
     trained_on: list[set[str]] = []
     predicted: list[list[str]] = []
-    original = unimodal._train_fold
+    original = cross_fit._train_fold
 
     def recording_train_fold(train_rows, *args, **kwargs):
         trainer = original(train_rows, *args, **kwargs)
@@ -182,7 +182,7 @@ def test_cross_fitting_never_predicts_a_row_with_a_model_trained_on_it(
         trainer.predict = recording_predict
         return trainer
 
-    monkeypatch.setattr(unimodal, "_train_fold", recording_train_fold)
+    monkeypatch.setattr(cross_fit, "_train_fold", recording_train_fold)
     splits = DatasetDict(
         {"train": text_data, "validation": text_data.select(range(3)).map(lambda r: {"id": "v-" + r["id"]})}
     )
