@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+from .validation import DEFAULT_BACKBONE, data_argument_problems, model_argument_problems, raise_if_problems
 
 
 @dataclass
@@ -24,8 +24,6 @@ class ModelArguments:
     """The backbone and the mixture around it."""
 
     def __post_init__(self) -> None:
-        from .validation import model_argument_problems, raise_if_problems
-
         raise_if_problems(model_argument_problems(self))
 
     backbone: str = field(
@@ -70,8 +68,6 @@ class DataArguments:
     """Where the data comes from and how rows become model inputs."""
 
     def __post_init__(self) -> None:
-        from .validation import data_argument_problems, raise_if_problems
-
         raise_if_problems(data_argument_problems(self))
 
     dataset: str = field(

@@ -34,12 +34,13 @@ from .. import __version__
 from ..configuration_mmoe import DEFAULT_EXPERTS
 from ..data.collators import MMoECollator
 from ..data.multimodal_collator import MultimodalCollator, build_collator, load_processor
-from ..hub_cards import ModelCardCallback
 from ..losses import focal_loss
 from ..modeling_mmoe import MMoEForSequenceClassification
 from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
+from .callbacks import ModelCardCallback
 from .categorize import categorize_splits, filter_by_confidence, interaction_counts, rebalance_interactions
-from .data import (
+from .evaluation import evaluate_mixture, predict
+from .pipeline_data import (
     add_unimodal_predictions,
     evaluation_split,
     load_pipeline_dataset,
@@ -47,7 +48,6 @@ from .data import (
     text_template,
     validate_dataset,
 )
-from .evaluation import evaluate_mixture, predict
 from .runtime import (
     atomic_save_tensors,
     atomic_write_text,
@@ -67,6 +67,7 @@ from .trainer_utils import (
     stage_fingerprint,
     stage_is_done,
 )
+from .validation import TINY_BACKBONES
 
 logger = logging.getLogger("mmoe")
 BASELINE = "baseline"
@@ -207,9 +208,6 @@ def dataset_source_fingerprint(data_args: DataArguments) -> str | None:
         digest.update(path.relative_to(folder).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-TINY_BACKBONES = ("tiny-bert", "tiny-qwen2", "tiny-vilt", "tiny-llava")
 
 
 def resolve_backbone(backbone: str, output_dir: Path | None = None) -> str:
