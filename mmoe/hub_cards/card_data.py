@@ -165,6 +165,18 @@ class MMoEModelCardData:
         """Seeds the results average over (``eval_results.json`` first, then ``mmoe_run.json``)."""
         return list(self.eval_results.get("seeds") or self.run.get("seeds") or [])
 
+    @property
+    def root_seed(self) -> int | None:
+        """With several seeds, the seed whose weights the folder holds (``root_seed`` of the run's files)."""
+        value = self.eval_results.get("root_seed", self.run.get("root_seed"))
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
+    def root_seed_reason(self) -> str | None:
+        """Why :attr:`root_seed` was chosen, as recorded by the pipeline."""
+        value = self.eval_results.get("root_seed_reason") or self.run.get("root_seed_reason")
+        return str(value) if value else None
+
     def resolved_base_model(self) -> str | None:
         """``base_model`` for the metadata: the explicit field, else the backbone when it is a Hub id."""
         if self.base_model:

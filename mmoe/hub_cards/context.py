@@ -115,6 +115,8 @@ def template_context(data: MMoEModelCardData) -> dict[str, Any]:
         "model_details": model_details_rows(data),
         "split": eval_results.get("split"),
         "seeds": data.seeds,
+        "root_seed": data.root_seed,
+        "root_seed_reason": data.root_seed_reason,
         "results_rows": results_rows(eval_results),
         "degenerate_notes": degenerate_notes(eval_results, _num_labels(data.config)),
         "interaction_rows": interaction_results_rows(eval_results),

@@ -150,7 +150,25 @@ class MMoETrainingArguments(TrainingArguments):
         metadata={"help": "`demo` (MiniLM, caption route, synthetic data) or `demo-vision` (tiny ViLT, images)."},
     )
     seeds: list[int] | None = field(
-        default=None, metadata={"help": "Repeat the whole run per seed and report mean ± std (e.g. --seeds 0 1 2)."}
+        default=None,
+        metadata={
+            "help": "Repeat the whole run per seed and report mean ± std (e.g. --seeds 0 1 2); the output folder "
+            "holds the weights of the seed with the best validation score of the mixture (--selection_metric)."
+        },
+    )
+    license: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model card `license` (a Hub license id, e.g. apache-2.0). Default: the dataset folder's "
+            "`info.license` when set, else omitted (the model's terms also depend on the backbone's)."
+        },
+    )
+    language: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model card `language` (ISO 639-1, comma-separated for several, e.g. en or en,fr). Default: en for "
+            "the built-in datasets (English texts), else omitted."
+        },
     )
     selection_metric: str = field(
         default="f1",

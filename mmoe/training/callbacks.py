@@ -61,6 +61,8 @@ IGNORED_ARGUMENTS = frozenset(
         "do_train",
         "do_eval",
         "do_predict",
+        "license",
+        "language",
     }
 )
 """``TrainingArguments`` fields that describe the machine or the bookkeeping, not the training recipe."""
