@@ -31,7 +31,6 @@ setup(
         "evaluate>=0.4.3",
         "accelerate>=1.0",
         "huggingface-hub>=1.0",
-        "trl>=0.20",
         "pillow>=10.0",
         "matplotlib>=3.7",
         "jinja2>=3.1",

@@ -13,14 +13,17 @@ following the paper (Yu et al., MMoE, section 3.3 and the ablations of table 4):
              ``LongTensor [B]`` of expert indices (or a one-hot ``[B, E]``)
 ========== ==========================================================================================
 
-This module imports only ``torch``: it is uploaded to the Hub next to ``modeling_mmoe.py``.
+This module imports only ``torch`` and the names in :mod:`.configuration_mmoe` (where :data:`FUSION_METHODS` is
+defined once): both are uploaded to the Hub next to ``modeling_mmoe.py``.
 """
 
 from __future__ import annotations
 
 import torch
 
-FUSION_METHODS = ("average", "max", "prior", "router", "oracle")
+from .configuration_mmoe import FUSION_METHODS
+
+__all__ = ["FUSION_METHODS", "fuse"]
 
 
 def _normalised(weights: torch.Tensor, what: str) -> torch.Tensor:

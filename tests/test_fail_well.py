@@ -20,7 +20,7 @@ from mmoe.hub_cards.publish import UPLOAD_ALLOWLIST, files_to_upload, push_model
 from mmoe.training import cli, validation
 from mmoe.training.arguments import DEFAULT_BACKBONE, DataArguments, ModelArguments
 from mmoe.training.cli import main, parse_arguments, train
-from mmoe.training.data import encode_string_labels, num_labels_of, validate_dataset
+from mmoe.training.pipeline_data import encode_string_labels, num_labels_of, validate_dataset
 from mmoe.training.validation import ArgumentsError, backbone_problem, check_arguments
 
 S = [
@@ -203,10 +203,12 @@ def test_offline_hub_id_missing_from_the_cache_is_refused(monkeypatch: pytest.Mo
     assert "HF_HUB_OFFLINE" in backbone_problem("backbone", "someone/never-downloaded-model")
 
 
-def test_tiny_backbone_names_match_the_pipeline() -> None:
-    from mmoe.training.pipeline import TINY_BACKBONES
+def test_every_tiny_backbone_name_the_validation_accepts_is_built_by_the_pipeline(tmp_path: Path) -> None:
+    from mmoe.training.pipeline import resolve_backbone
 
-    assert validation.TINY_BACKBONES == TINY_BACKBONES
+    for name in validation.TINY_BACKBONES:
+        folder = Path(resolve_backbone(name, tmp_path))
+        assert folder == tmp_path / "tiny-backbones" / name and (folder / "config.json").is_file(), name
 
 
 # ------------------------------------------------------------------------------------------ --dataset / --data_dir

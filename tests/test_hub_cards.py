@@ -30,6 +30,7 @@ from mmoe.hub_cards import (
     write_model_card,
 )
 from mmoe.hub_cards.cli import main as card_main
+from mmoe.hub_cards.context import template_context
 from mmoe.hub_cards.formatting import thin_logs
 
 REPO_ID = "org/name"
@@ -240,7 +241,7 @@ def test_card_data_helpers() -> None:
     # A binary system that calls every example positive is flagged (MUStARD pitfall: F1 0.60 at 43 % accuracy).
     constant = {"accuracy": 0.43, "precision": 0.43, "recall": 1.0, "f1": 0.6014}
     data = MMoEModelCardData(config={"id2label": {"0": "no", "1": "yes"}}, eval_results={"baseline": constant})
-    assert data.to_template_context()["degenerate_notes"] == [
+    assert template_context(data)["degenerate_notes"] == [
         "Baseline (single model) predicts the positive class for every test example."
     ]
 

@@ -97,9 +97,70 @@ def test_eval_results_follow_the_schema(finished_run):
         assert set(saved["by_interaction"][model_name]) == {"redundancy", "uniqueness", "synergy"}
     assert saved["interaction_counts"]["train"] == {"redundancy": 16, "uniqueness": 16, "synergy": 16}
     assert isinstance(saved["ce_moe"], float) and isinstance(saved["ce_baseline"], float)
-    # CE_moe takes the best expert per example, so it can never exceed the mean CE of any single expert.
-    assert saved["ce_moe"] >= 0
-    assert saved["fusion"]["router"] == saved["mmoe"]
+
+
+def _reloaded_outputs(out: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The saved folder, reloaded with remote code and run over the evaluation split with the pipeline's collator
+    (template and length of :func:`_tiny_args`): ``logits``, ``expert_logits``, ``router_weights`` and the labels."""
+    from datasets import load_from_disk
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from mmoe.data.collators import MMoECollator
+
+    model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).eval()
+    split = load_from_disk(str(out / "categorize" / "dataset"))["test"]
+    collator = MMoECollator(AutoTokenizer.from_pretrained(out), text_template="{caption} | {text}", max_length=24)
+    rows = [split[i] for i in range(len(split))]
+    outputs: dict[str, list[np.ndarray]] = {"logits": [], "expert_logits": [], "router_weights": []}
+    with torch.no_grad():
+        for start in range(0, len(rows), 8):
+            batch = {k: v for k, v in collator(rows[start : start + 8]).items() if k != "labels"}
+            output = model(**batch)
+            for name in outputs:
+                outputs[name].append(getattr(output, name).float().numpy())
+    return {k: np.concatenate(v) for k, v in outputs.items()}, np.asarray(split["label"])
+
+
+def test_ce_moe_is_the_per_row_best_expert_and_beats_every_expert(finished_run):
+    """CE_moe takes the best expert per example, so it cannot exceed the mean CE of any single expert; recomputed
+    here with numpy from the reloaded model's expert logits."""
+    out, _, _ = finished_run
+    saved = json.loads((out / "eval_results.json").read_text())
+    outputs, labels = _reloaded_outputs(out)
+    logits = outputs["expert_logits"].astype(np.float64)  # [N, E, C]
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    per_expert = -log_probs[np.arange(len(labels)), :, labels]  # [N, E]
+    assert per_expert.shape == (24, 3)
+    assert saved["ce_moe"] <= per_expert.mean(axis=0).min() + 1e-6
+    assert saved["ce_moe"] == pytest.approx(per_expert.min(axis=1).mean(), abs=1e-4)
+
+
+def test_mmoe_scores_match_the_reloaded_model(finished_run):
+    """The reported MMoE accuracy/F1 are those of the saved model's own (router-fused) predictions."""
+    metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn (a dev extra) recomputes the scores")
+    accuracy_score, f1_score = metrics.accuracy_score, metrics.f1_score
+
+    out, _, _ = finished_run
+    saved = json.loads((out / "eval_results.json").read_text())
+    outputs, labels = _reloaded_outputs(out)
+    predictions = outputs["logits"].argmax(-1)
+    assert saved["mmoe"]["accuracy"] == pytest.approx(accuracy_score(labels, predictions), abs=1e-6)
+    assert saved["mmoe"]["f1"] == pytest.approx(f1_score(labels, predictions, zero_division=0), abs=1e-6)
+    average = outputs["expert_logits"]
+    average = np.exp(average - average.max(-1, keepdims=True))
+    average = (average / average.sum(-1, keepdims=True)).mean(axis=1).argmax(-1)
+    assert saved["fusion"]["average"]["accuracy"] == pytest.approx(accuracy_score(labels, average), abs=1e-6)
+
+
+def test_card_metadata_omits_license_and_language_nobody_stated(finished_run):
+    from huggingface_hub import ModelCard
+
+    out, _, _ = finished_run
+    metadata = ModelCard.load(out / "README.md").data.to_dict()
+    assert "license" not in metadata and "language" not in metadata
+    run = json.loads((out / "mmoe_run.json").read_text())
+    assert "license" not in run and "language" not in run
 
 
 def test_saved_model_reloads_with_remote_code(finished_run):
@@ -234,6 +295,44 @@ def test_seeds_report_mean_and_std():
     assert combined["ce_moe"] == pytest.approx(0.3) and combined["ce_moe_std"] == pytest.approx(0.1)
     assert combined["interaction_counts"] == {"train": {"synergy": 4}}  # counts: no spread, still integers
     assert combined["split"] == "test"
+
+
+def test_two_seeds_keep_the_best_validation_seed_at_the_root(tmp_path, tiny_bert_dir):
+    """With --seeds the root holds the weights of the seed with the best validation score of the mixture (ties:
+    the lowest seed), says so in eval_results.json, mmoe_run.json and the card, next to the mean ± std; the card's
+    license and language are the ones passed."""
+    from huggingface_hub import ModelCard
+
+    data = _precomputed_dataset(tmp_path / "data", n_train=24, n_eval=12)
+    out = tmp_path / "out"
+    train(_tiny_args(tiny_bert_dir, data, out, "--seeds", "3", "1", "--license", "mit", "--language", "en"))
+    per_seed = {s: json.loads((out / f"seed-{s}" / "eval_results.json").read_text()) for s in (3, 1)}
+    scores = {s: r["validation"]["mmoe"]["f1"] for s, r in per_seed.items()}
+    expected = min(scores, key=lambda s: (-scores[s], s))
+    saved = json.loads((out / "eval_results.json").read_text())
+    run = json.loads((out / "mmoe_run.json").read_text())
+    assert saved["root_seed"] == run["root_seed"] == expected
+    assert saved["root_seed_reason"] == run["root_seed_reason"] and "validation f1" in saved["root_seed_reason"]
+    root_weights = load_file(str(out / "model.safetensors"))
+    seed_weights = load_file(str(out / f"seed-{expected}" / "model.safetensors"))
+    assert root_weights.keys() == seed_weights.keys()
+    assert all(torch.equal(root_weights[k], seed_weights[k]) for k in root_weights)
+    assert saved["mmoe"]["f1"] == pytest.approx(np.mean([r["mmoe"]["f1"] for r in per_seed.values()]))
+    card = ModelCard.load(out / "README.md")
+    assert f"The weights in this repository are those of **seed {expected}**" in card.text
+    assert "mean ± standard deviation over 2 seeds (3, 1)" in card.text
+    assert card.data.license == "mit" and card.data.language == "en"
+    assert "license: mit" in card.content and "language: en" in card.content
+
+
+def test_root_seed_is_the_best_validation_score_ties_to_the_lowest_seed():
+    def run(f1):
+        return {"validation": {"mmoe": {"f1": f1, "accuracy": 0.5}}}
+
+    assert pipeline.choose_root_seed([0, 1, 2], [run(0.4), run(0.7), run(0.6)], "f1")[0] == 1
+    assert pipeline.choose_root_seed([5, 2, 9], [run(0.7), run(0.7), run(0.6)], "f1")[0] == 2
+    seed, reason = pipeline.choose_root_seed([0, 1], [run(0.1), run(0.2)], "accuracy")
+    assert seed == 0 and "validation accuracy" in reason and "lowest seed" in reason
 
 
 def test_model_push_to_hub_sends_weights_card_and_tokenizer_in_one_commit(finished_run, captured_hub):

@@ -13,12 +13,14 @@ from datasets import Image as ImageFeature
 from PIL import Image
 from transformers import AutoModelForCausalLM
 
-import mmoe.training.unimodal as unimodal
+import mmoe.training.unimodal.cross_fit as cross_fit  # _train_fold is patched where cross_fit_predictions looks it up
 from mmoe.testing import tiny_backbone_config, tiny_tokenizer
 from mmoe.training.unimodal import (
+    DEFAULT_QUESTION,
     add_precomputed_predictions,
     assign_folds,
     balance_binary_predictions,
+    build_text_prompt,
     confidence_from_probabilities,
     cross_fit_predictions,
     label_token_ids,
@@ -44,7 +46,6 @@ def _check_prediction_columns(data: Dataset, prefix: str, num_labels: int = 2) -
     probs = np.array(data[f"{prefix}_probs"])
     assert probs.shape == (len(data), num_labels)
     assert np.isfinite(probs).all() and (probs >= 0).all() and (probs <= 1).all()
-    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(data[f"{prefix}_prediction"], probs.argmax(1))
     np.testing.assert_allclose(data[f"{prefix}_confidence"], confidence_from_probabilities(probs))
     return probs
@@ -66,6 +67,18 @@ def test_prompted_text_predictions_are_valid_and_batch_independent(tiny_lm, text
     probs = _check_prediction_columns(out, "text")
     single = predict_with_prompted_model(text_data, model, tokenizer, few_shot_examples=shots, batch_size=1)
     np.testing.assert_allclose(np.array(single["text_probs"]), probs, atol=1e-5)  # padding does not leak
+    # Independently: one unpadded prompt at a time, the float64 softmax of the last position's logits, summed per
+    # label word's token ids and renormalised over the two labels.
+    label_ids = label_token_ids(tokenizer, ("No", "Yes"))
+    expected = []
+    for text in text_data["text"]:
+        prompt = build_text_prompt(tokenizer, text, DEFAULT_QUESTION, ("No", "Yes"), shots)
+        with torch.no_grad():
+            logits = model(**tokenizer(prompt, return_tensors="pt", add_special_tokens=False)).logits[0, -1]
+        vocab_probs = torch.softmax(logits.double(), -1).numpy()
+        label_probs = np.array([vocab_probs[ids].sum() for ids in label_ids])
+        expected.append(label_probs / label_probs.sum())
+    np.testing.assert_allclose(probs, np.array(expected), atol=1e-5)
     assert tokenizer.padding_side == "left" and tokenizer.pad_token == "[PAD]"  # tokenizer restored
 
 
@@ -166,7 +179,7 @@ def test_cross_fitting_never_predicts_a_row_with_a_model_trained_on_it(
 ) -> None:
     trained_on: list[set[str]] = []
     predicted: list[list[str]] = []
-    original = unimodal._train_fold
+    original = cross_fit._train_fold
 
     def recording_train_fold(train_rows, *args, **kwargs):
         trainer = original(train_rows, *args, **kwargs)
@@ -182,7 +195,7 @@ def test_cross_fitting_never_predicts_a_row_with_a_model_trained_on_it(
         trainer.predict = recording_predict
         return trainer
 
-    monkeypatch.setattr(unimodal, "_train_fold", recording_train_fold)
+    monkeypatch.setattr(cross_fit, "_train_fold", recording_train_fold)
     splits = DatasetDict(
         {"train": text_data, "validation": text_data.select(range(3)).map(lambda r: {"id": "v-" + r["id"]})}
     )

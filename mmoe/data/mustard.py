@@ -17,7 +17,7 @@ from typing import Any
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from ..training.unimodal import add_precomputed_predictions, read_prediction_file
+from .predictions import add_precomputed_predictions, read_prediction_file
 
 SPLIT_FILES = {"train": "mustard_train.json", "validation": "mustard_validation.json", "test": "mustard_test.json"}
 OPTIONAL_SPLITS = ("test",)

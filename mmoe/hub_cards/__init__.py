@@ -1,13 +1,14 @@
 """Model cards and Hub publishing for MMoE models.
 
 * :class:`MMoEModelCardData`: what the card shows, read from an output folder or collected while training;
-* :class:`ModelCardCallback`: a ``TrainerCallback`` that records hyperparameters and losses of a stage;
+* :class:`ModelCardCallback`: a ``TrainerCallback`` that records hyperparameters and losses of a stage (defined in
+  :mod:`mmoe.training.callbacks`, re-exported here);
 * :func:`write_model_card`: ``README.md`` (YAML metadata with ``model-index`` + Markdown body) and PNG plots;
 * :func:`push_output_dir` / :func:`push_model`: one-commit upload to the Hub;
 * ``mmoe-card`` (:func:`mmoe.hub_cards.cli.main`): regenerate and optionally push the card of a folder.
 """
 
-from .callback import ModelCardCallback, non_default_arguments
+from ..training.callbacks import ModelCardCallback, non_default_arguments  # re-exported: defined in training/
 from .card_data import DEFAULT_TAGS, METRICS, MMoEModelCardData, is_hub_model_id
 from .citations import CITATIONS, I2MOE_BIBTEX, MMOE_BIBTEX
 from .model_card import TEMPLATE_PATH, is_generated_card, render_model_card, write_model_card

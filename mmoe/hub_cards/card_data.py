@@ -2,16 +2,15 @@
 
 :class:`MMoEModelCardData` is the single source of the card: :meth:`MMoEModelCardData.from_output_dir` reads
 the pipeline's ``config.json``, ``eval_results.json``, ``mmoe_run.json`` and ``mmoe_training_logs.json``
-(written by :class:`~mmoe.hub_cards.ModelCardCallback`); :meth:`MMoEModelCardData.to_metadata` turns it into
+(written by :class:`~mmoe.training.callbacks.ModelCardCallback`); :meth:`MMoEModelCardData.to_metadata` turns it into
 the YAML header (``model-index`` built with ``huggingface_hub``'s :class:`~huggingface_hub.EvalResult`), and
-:meth:`MMoEModelCardData.to_template_context` into the variables of the Jinja template.
+:func:`mmoe.hub_cards.context.template_context` into the variables of the Jinja template.
 
 Every input is optional: a card renders from whatever files exist.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,12 +18,9 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from ..configuration_mmoe import DEFAULT_EXPERTS
+from ..training.run_files import CONFIG_FILE, EVAL_RESULTS_FILE, RUN_FILE, TRAINING_LOGS_FILE, read_json
 from . import formatting
-
-CONFIG_FILE = "config.json"
-EVAL_RESULTS_FILE = "eval_results.json"
-RUN_FILE = "mmoe_run.json"
-TRAINING_LOGS_FILE = "mmoe_training_logs.json"
 
 DEFAULT_TAGS: tuple[str, ...] = (
     "mmoe",
@@ -52,17 +48,6 @@ def is_hub_model_id(name: str | None) -> bool:
     if not name or name.startswith((".", "/", "~")) or "\\" in name:
         return False
     return bool(_HUB_ID.match(name)) and not Path(name).exists()
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``, or ``{}`` when the file is missing."""
-    if not path.is_file():
-        return {}
-    with path.open(encoding="utf-8") as handle:
-        data = json.load(handle)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, found {type(data).__name__}.")
-    return data
 
 
 @dataclass
@@ -167,7 +152,7 @@ class MMoEModelCardData:
     @property
     def experts(self) -> list[str]:
         """Expert names, from the config (default: the three MMoE interactions)."""
-        return list(self.config.get("experts") or ["redundancy", "uniqueness", "synergy"])
+        return list(self.config.get("experts") or DEFAULT_EXPERTS)
 
     @property
     def backbone_type(self) -> str | None:
@@ -179,6 +164,18 @@ class MMoEModelCardData:
     def seeds(self) -> list[int]:
         """Seeds the results average over (``eval_results.json`` first, then ``mmoe_run.json``)."""
         return list(self.eval_results.get("seeds") or self.run.get("seeds") or [])
+
+    @property
+    def root_seed(self) -> int | None:
+        """With several seeds, the seed whose weights the folder holds (``root_seed`` of the run's files)."""
+        value = self.eval_results.get("root_seed", self.run.get("root_seed"))
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
+    def root_seed_reason(self) -> str | None:
+        """Why :attr:`root_seed` was chosen, as recorded by the pipeline."""
+        value = self.eval_results.get("root_seed_reason") or self.run.get("root_seed_reason")
+        return str(value) if value else None
 
     def resolved_base_model(self) -> str | None:
         """``base_model`` for the metadata: the explicit field, else the backbone when it is a Hub id."""
@@ -261,8 +258,3 @@ class MMoEModelCardData:
     def to_metadata(self) -> dict[str, Any]:
         """The YAML metadata as a dict (``model-index`` included when there are results)."""
         return self.to_card_data().to_dict()
-
-    # ------------------------------------------------------------------ template
-    def to_template_context(self) -> dict[str, Any]:
-        """Variables of ``templates/model_card.md``: preformatted strings and table rows."""
-        return formatting.template_context(self)

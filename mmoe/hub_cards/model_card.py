@@ -9,6 +9,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard
 
 from .card_data import TRAINING_LOGS_FILE, MMoEModelCardData
+from .context import template_context
 from .plots import write_plots
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
@@ -26,12 +27,12 @@ def render_model_card(card_data: MMoEModelCardData, template_path: str | Path | 
     Args:
         card_data: everything the card shows; ``card_data.plots`` lists the PNGs to embed.
         template_path: a custom Jinja template (defaults to :data:`TEMPLATE_PATH`). It receives the metadata
-            YAML as ``card_data`` and the variables of :meth:`MMoEModelCardData.to_template_context`.
+            YAML as ``card_data`` and the variables of :func:`mmoe.hub_cards.context.template_context`.
     """
     card = ModelCard.from_template(
         card_data.to_card_data(),
         template_path=str(template_path or TEMPLATE_PATH),
-        **card_data.to_template_context(),
+        **template_context(card_data),
     )
     # Jinja control blocks leave runs of blank lines; Markdown needs at most one.
     card.text = re.sub(r"\n{3,}", "\n\n", card.text).strip() + "\n"

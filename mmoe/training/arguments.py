@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+from .validation import DEFAULT_BACKBONE, data_argument_problems, model_argument_problems, raise_if_problems
 
 
 @dataclass
@@ -24,8 +24,6 @@ class ModelArguments:
     """The backbone and the mixture around it."""
 
     def __post_init__(self) -> None:
-        from .validation import model_argument_problems, raise_if_problems
-
         raise_if_problems(model_argument_problems(self))
 
     backbone: str = field(
@@ -70,8 +68,6 @@ class DataArguments:
     """Where the data comes from and how rows become model inputs."""
 
     def __post_init__(self) -> None:
-        from .validation import data_argument_problems, raise_if_problems
-
         raise_if_problems(data_argument_problems(self))
 
     dataset: str = field(
@@ -154,7 +150,25 @@ class MMoETrainingArguments(TrainingArguments):
         metadata={"help": "`demo` (MiniLM, caption route, synthetic data) or `demo-vision` (tiny ViLT, images)."},
     )
     seeds: list[int] | None = field(
-        default=None, metadata={"help": "Repeat the whole run per seed and report mean ± std (e.g. --seeds 0 1 2)."}
+        default=None,
+        metadata={
+            "help": "Repeat the whole run per seed and report mean ± std (e.g. --seeds 0 1 2); the output folder "
+            "holds the weights of the seed with the best validation score of the mixture (--selection_metric)."
+        },
+    )
+    license: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model card `license` (a Hub license id, e.g. apache-2.0). Default: the dataset folder's "
+            "`info.license` when set, else omitted (the model's terms also depend on the backbone's)."
+        },
+    )
+    language: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model card `language` (ISO 639-1, comma-separated for several, e.g. en or en,fr). Default: en for "
+            "the built-in datasets (English texts), else omitted."
+        },
     )
     selection_metric: str = field(
         default="f1",

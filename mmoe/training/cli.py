@@ -15,7 +15,7 @@ precedence is: preset < config file < flags.
 ``--output_dir`` that is not a file, a ``--backbone`` folder that exists, ``--dataset``/``--data_dir``, and
 ``--push_to_hub`` with a ``--hub_model_id``. ``mmoe-train`` prints every problem and exits with status 2;
 :func:`train` raises :class:`~mmoe.training.validation.ArgumentsError` (a ``ValueError``). Labels are checked
-when the data is loaded, still before any training (:func:`mmoe.training.data.validate_dataset`).
+when the data is loaded, still before any training (:func:`mmoe.training.pipeline_data.validate_dataset`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import Trainer, TrainingArguments
 
-from ..fusion import FUSION_METHODS, fuse
+from ..configuration_mmoe import FUSION_METHODS
+from ..fusion import fuse
 from .categorize import interaction_counts
 from .trainer_utils import scores, stage_arguments
 

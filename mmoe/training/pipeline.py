@@ -34,20 +34,23 @@ from .. import __version__
 from ..configuration_mmoe import DEFAULT_EXPERTS
 from ..data.collators import MMoECollator
 from ..data.multimodal_collator import MultimodalCollator, build_collator, load_processor
-from ..hub_cards import ModelCardCallback
+from ..fusion import fuse
 from ..losses import focal_loss
 from ..modeling_mmoe import MMoEForSequenceClassification
 from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
+from .callbacks import ModelCardCallback
 from .categorize import categorize_splits, filter_by_confidence, interaction_counts, rebalance_interactions
-from .data import (
+from .evaluation import evaluate_mixture, predict
+from .pipeline_data import (
     add_unimodal_predictions,
+    card_metadata,
     evaluation_split,
     load_pipeline_dataset,
     num_labels_of,
     text_template,
     validate_dataset,
 )
-from .evaluation import evaluate_mixture, predict
+from .run_files import EVAL_RESULTS_FILE, RUN_FILE
 from .runtime import (
     atomic_save_tensors,
     atomic_write_text,
@@ -63,10 +66,12 @@ from .trainer_utils import (
     make_compute_metrics,
     mark_stage_done,
     read_stage_summary,
+    scores,
     stage_arguments,
     stage_fingerprint,
     stage_is_done,
 )
+from .validation import TINY_BACKBONES
 
 logger = logging.getLogger("mmoe")
 BASELINE = "baseline"
@@ -80,7 +85,8 @@ _REPORTING_ONLY = (
     "logging_nan_inf_filter", "report_to", "run_name", "project", "trackio_space_id", "disable_tqdm",
     "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push",
     "hub_revision", "save_strategy", "save_steps", "save_total_limit", "save_safetensors", "save_on_each_node",
-    "save_only_model", "per_device_eval_batch_size", "eval_accumulation_steps", "dataloader_num_workers",
+    "save_only_model", "license", "language", "per_device_eval_batch_size", "eval_accumulation_steps",
+    "dataloader_num_workers",
     "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor", "local_rank",
     "ddp_backend", "ddp_timeout", "seed", "seeds", "preset", "resume_from_checkpoint", "log_level",
     "log_level_replica", "log_on_each_node", "print_config", "skip_memory_metrics", "include_num_input_tokens_seen",
@@ -207,9 +213,6 @@ def dataset_source_fingerprint(data_args: DataArguments) -> str | None:
         digest.update(path.relative_to(folder).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-TINY_BACKBONES = ("tiny-bert", "tiny-qwen2", "tiny-vilt", "tiny-llava")
 
 
 def resolve_backbone(backbone: str, output_dir: Path | None = None) -> str:
@@ -532,11 +535,20 @@ def run_single_seed(
     results["stages"] = {
         stage: read_stage_summary(run_dir / stage) for stage in ("baseline", "experts", "router")
     }
+    # The mixture (router fusion) on the validation split: what --seeds compares to pick the root's weights.
+    val_out = mix_out if split == "validation" else predict(
+        model, dataset["validation"], collator, training_args, run_dir / "evaluation"
+    )
+    val_pred = fuse(torch.from_numpy(val_out["expert_logits"]), "router",
+                    torch.from_numpy(val_out["router_weights"])).argmax(-1).numpy()
+    results["validation"] = {
+        "mmoe": scores(val_pred, np.asarray(dataset["validation"][data_args.label_column]), ctx.num_labels)
+    }
     model.config.fusion = "router"
     if is_main_process():
         model.save_pretrained(run_dir)
         ctx.processor.save_pretrained(run_dir)
-        atomic_write_text(run_dir / "eval_results.json", json.dumps(results, indent=2))
+        atomic_write_text(run_dir / EVAL_RESULTS_FILE, json.dumps(results, indent=2))
         _write_run_info(run_dir, model_args, data_args, training_args, [seed])
     wait_for_everyone()
     return results
@@ -544,7 +556,7 @@ def run_single_seed(
 
 def _write_run_info(
     folder: Path, model_args: ModelArguments, data_args: DataArguments, training_args: MMoETrainingArguments,
-    seeds: list[int],
+    seeds: list[int], **extra: Any,
 ) -> None:
     hyperparameters = {
         "lora_r": model_args.lora_r, "lora_alpha": model_args.lora_alpha, "lora_dropout": model_args.lora_dropout,
@@ -557,15 +569,20 @@ def _write_run_info(
     }
     info = {
         "backbone": model_args.backbone, "dataset": data_args.dataset, "dataset_id": None, "seeds": seeds,
-        "hyperparameters": hyperparameters, "license": "apache-2.0", "language": "en",
+        "hyperparameters": hyperparameters, **card_metadata(data_args, training_args), **extra,
     }
-    atomic_write_text(folder / "mmoe_run.json", json.dumps(info, indent=2))
+    atomic_write_text(folder / RUN_FILE, json.dumps(info, indent=2))
 
 
 def run_pipeline(
     model_args: ModelArguments, data_args: DataArguments, training_args: MMoETrainingArguments
 ) -> dict[str, Any]:
-    """The whole pipeline, once per seed (``--seeds``), with mean ± std when there are several."""
+    """The whole pipeline, once per seed (``--seeds``), with mean ± std when there are several.
+
+    With several seeds each run lives in ``seed-<N>/``; the root holds the mean ± std results and a copy of the
+    model of the seed chosen by :func:`choose_root_seed` (recorded as ``root_seed`` / ``root_seed_reason`` in the
+    root ``eval_results.json`` and ``mmoe_run.json``).
+    """
     output_dir = Path(training_args.output_dir)
     seeds = training_args.seeds or [training_args.seed]
     if len(seeds) == 1:
@@ -575,15 +592,36 @@ def run_pipeline(
     ]
     results = aggregate_seeds(per_seed)
     results["seeds"] = seeds
+    root_seed, reason = choose_root_seed(seeds, per_seed, training_args.selection_metric)
+    results["root_seed"], results["root_seed_reason"] = root_seed, reason
     if is_main_process():
-        first = output_dir / f"seed-{seeds[0]}"
-        for item in first.iterdir():  # the first seed's model represents the run at the root
-            if item.is_file() and item.name not in ("eval_results.json", "mmoe_run.json"):
+        chosen = output_dir / f"seed-{root_seed}"
+        for item in chosen.iterdir():  # the chosen seed's model represents the run at the root
+            if item.is_file() and item.name not in (EVAL_RESULTS_FILE, RUN_FILE):
                 shutil.copy2(item, output_dir / item.name)
-        atomic_write_text(output_dir / "eval_results.json", json.dumps(results, indent=2))
-        _write_run_info(output_dir, model_args, data_args, training_args, seeds)
+        atomic_write_text(output_dir / EVAL_RESULTS_FILE, json.dumps(results, indent=2))
+        _write_run_info(
+            output_dir, model_args, data_args, training_args, seeds, root_seed=root_seed, root_seed_reason=reason
+        )
     wait_for_everyone()
     return results
+
+
+def choose_root_seed(seeds: list[int], per_seed: list[dict[str, Any]], metric: str) -> tuple[int, str]:
+    """The seed whose weights the output folder holds: the best validation ``metric`` (``--selection_metric``) of
+    the mixture with router fusion, ``results["validation"]["mmoe"]``; ties go to the lowest seed.
+
+    The validation split, never the evaluation split: choosing by test scores would bias the reported numbers.
+    Returns ``(seed, reason)``, the reason being one sentence for ``eval_results.json`` and the model card.
+    """
+    values = {seed: float(run["validation"]["mmoe"][metric]) for seed, run in zip(seeds, per_seed)}
+    best = min(values, key=lambda seed: (-values[seed], seed))
+    listed = ", ".join(f"seed {seed}: {value:.4f}" for seed, value in sorted(values.items()))
+    reason = (
+        f"highest validation {metric} of the mixture (router fusion) on the validation split ({listed}); "
+        "ties go to the lowest seed"
+    )
+    return best, reason
 
 
 _METRICS = ("accuracy", "precision", "recall", "f1")
@@ -614,4 +652,4 @@ def aggregate_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return combined
 
 
-__all__ = ["aggregate_seeds", "run_pipeline", "run_single_seed"]
+__all__ = ["aggregate_seeds", "choose_root_seed", "run_pipeline", "run_single_seed"]

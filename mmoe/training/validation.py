@@ -24,14 +24,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .arguments import DEFAULT_BACKBONE
+from ..configuration_mmoe import POOLING_METHODS
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type-only: arguments.py imports this module, not the other way round
     from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
 
+DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+"""``--backbone``'s default (re-exported by :mod:`mmoe.training.arguments`)."""
 TINY_BACKBONES = ("tiny-bert", "tiny-qwen2", "tiny-vilt", "tiny-llava")
-"""Names ``resolve_backbone`` (:mod:`mmoe.training.pipeline`) builds from a config; kept equal by a test."""
-POOLING_CHOICES = ("auto", "first", "last", "mean")
+"""Names ``resolve_backbone`` (:mod:`mmoe.training.pipeline`, which imports this tuple) builds from a config."""
 UNIMODAL_SOURCES = ("auto", "precomputed", "trained")
 BUILTIN_DATASETS = ("synthetic", "mustard")
 MAX_SEED = 2**32 - 1  # numpy's seeding limit
@@ -124,7 +125,7 @@ def model_argument_problems(args: ModelArguments) -> list[str]:
         number_problem("router_dropout", args.router_dropout, ge=0, lt=1),
         number_problem("router_focal_gamma", args.router_focal_gamma, ge=0, hint="0 is plain cross-entropy."),
         number_problem("router_focal_alpha", args.router_focal_alpha, gt=0),
-        choice_problem("pooling", args.pooling, POOLING_CHOICES),
+        choice_problem("pooling", args.pooling, POOLING_METHODS),
     )
 
 

@@ -18,10 +18,12 @@ Every message names the column, the split and the offending values.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_from_disk
 from transformers import AutoConfig
@@ -386,3 +388,40 @@ def add_unimodal_predictions(
 def evaluation_split(dataset: DatasetDict) -> str:
     """``test`` when present, else ``validation``."""
     return "test" if "test" in dataset else "validation"
+
+
+BUILTIN_LANGUAGES = {"synthetic": "en", "mustard": "en"}
+"""Card ``language`` of the built-in datasets: the synthetic benchmark's generator writes English posts and
+captions; MUStARD's utterances are English TV dialogue. No built-in license: the card's license is the model's,
+which also depends on the backbone's terms, so it is stated only when passed (``--license``) or set on a dataset
+folder (``info.license``)."""
+
+
+def card_metadata(data_args: DataArguments, training_args: MMoETrainingArguments) -> dict[str, Any]:
+    """``license`` / ``language`` of the model card: the options, else what the dataset states; absent keys are
+    omitted from the card rather than guessed."""
+    metadata: dict[str, Any] = {}
+    license_ = getattr(training_args, "license", None) or _dataset_folder_license(data_args.dataset)
+    if license_:
+        metadata["license"] = license_
+    language = getattr(training_args, "language", None) or BUILTIN_LANGUAGES.get(data_args.dataset)
+    if language:
+        languages = [part.strip() for part in str(language).split(",") if part.strip()]
+        metadata["language"] = languages[0] if len(languages) == 1 else languages
+    return metadata
+
+
+def _dataset_folder_license(dataset: str) -> str | None:
+    """The ``license`` a ``save_to_disk`` folder's splits record in ``dataset_info.json`` (the first one set)."""
+    folder = Path(dataset)
+    if dataset in BUILTIN_LANGUAGES or not folder.is_dir():
+        return None
+    for info in sorted(folder.glob("*/dataset_info.json")):
+        try:
+            value = json.loads(info.read_text(encoding="utf-8")).get("license")
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+

@@ -2,8 +2,12 @@
 
 Like sentence-transformers' ``ModelCardCallback``: attach one per pipeline stage; it keeps the stage's
 non-default ``TrainingArguments``, its training/validation losses and a short summary (steps, runtime, best
-metric). Records go to a shared :class:`~mmoe.hub_cards.MMoEModelCardData` and, when ``output_dir`` is given,
-are merged into ``<output_dir>/mmoe_training_logs.json`` so a resumed run or ``mmoe-card`` sees them too.
+metric). Records go to a shared card-data object (anything with ``merge_training_stages``, such as
+:class:`~mmoe.hub_cards.MMoEModelCardData`) and, when ``output_dir`` is given, are merged into
+``<output_dir>/mmoe_training_logs.json`` so a resumed run or ``mmoe-card`` sees them too.
+
+It lives in ``training/`` (the pipeline attaches it to every stage's ``Trainer``) and is re-exported as
+``mmoe.hub_cards.ModelCardCallback``.
 """
 
 from __future__ import annotations
@@ -15,11 +19,17 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from .card_data import TRAINING_LOGS_FILE, MMoEModelCardData, read_json
+from .run_files import TRAINING_LOGS_FILE, read_json
+
+
+class StageRecordSink(Protocol):
+    """What a callback reports to: :class:`mmoe.hub_cards.MMoEModelCardData` is one."""
+
+    def merge_training_stages(self, stages: dict[str, dict[str, Any]]) -> None: ...
 
 IGNORED_ARGUMENTS = frozenset(
     {
@@ -51,6 +61,8 @@ IGNORED_ARGUMENTS = frozenset(
         "do_train",
         "do_eval",
         "do_predict",
+        "license",
+        "language",
     }
 )
 """``TrainingArguments`` fields that describe the machine or the bookkeeping, not the training recipe."""
@@ -133,7 +145,7 @@ class ModelCardCallback(TrainerCallback):
 
     def __init__(
         self,
-        card_data: MMoEModelCardData | None = None,
+        card_data: StageRecordSink | None = None,
         stage: str = "train",
         output_dir: str | os.PathLike[str] | None = None,
     ) -> None:

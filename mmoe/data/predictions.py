@@ -1,0 +1,180 @@
+"""Unimodal prediction columns and released prediction files.
+
+Every unimodal predictor (see :mod:`mmoe.training.unimodal`) adds the same columns for one modality, named after
+``prefix`` (``"text"`` or ``"vision"``):
+
+* ``{prefix}_prediction`` (int): the predicted label id;
+* ``{prefix}_confidence`` (float): top-1 minus top-2 probability, i.e. ``|p(yes) - p(no)|`` for two classes;
+* ``{prefix}_probs`` (list of float): the probability of every label id, in label-id order;
+* ``{prefix}_fold`` (int, cross-fitting only): the fold whose model predicted the row (``-1``: fold ensemble).
+
+This module holds the column helpers and the reading of released predictions, e.g. the MMoE authors'
+``{id: {"logits": {"Yes": p, "No": p}, "pred": 0|1, "gth": 0|1}}`` files. It lives in ``data/`` because dataset
+builders (:mod:`mmoe.data.mustard`) attach released predictions while loading; ``training/`` imports it from here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+MODALITIES = ("text", "image")
+"""The modality a unimodal predictor reads: the text column or the image column."""
+
+__all__ = [
+    "MODALITIES",
+    "add_precomputed_predictions",
+    "balance_binary_predictions",
+    "check_dataset",
+    "confidence_from_probabilities",
+    "prediction_columns",
+    "read_prediction_file",
+    "set_columns",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def confidence_from_probabilities(probs: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 probability of each row: ``[N, C]`` → ``[N]`` (``|p1 - p0|`` when ``C == 2``)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] < 2:
+        raise ValueError(f"probabilities must have shape [N, C] with C >= 2, got {probs.shape}.")
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def set_columns(dataset: Dataset, columns: Mapping[str, Sequence[Any]]) -> Dataset:
+    """Add (or replace) whole columns of ``dataset``."""
+    existing = [name for name in columns if name in dataset.column_names]
+    if existing:
+        logger.info("Replacing existing column(s) %s.", existing)
+        dataset = dataset.remove_columns(existing)
+    for name, values in columns.items():
+        dataset = dataset.add_column(name, list(values))
+    return dataset
+
+
+def prediction_columns(prefix: str, probs: np.ndarray, predictions: np.ndarray | None = None) -> dict[str, list]:
+    """``{prefix}_prediction/_confidence/_probs`` from probabilities ``[N, C]`` (argmax unless given)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if predictions is None:
+        predictions = probs.argmax(axis=1)
+    return {
+        f"{prefix}_prediction": [int(p) for p in predictions],
+        f"{prefix}_confidence": confidence_from_probabilities(probs).tolist(),
+        f"{prefix}_probs": probs.tolist(),
+    }
+
+
+def check_dataset(dataset: Dataset, columns: Sequence[str], what: str) -> None:
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"{what}: expected a datasets.Dataset, got {type(dataset).__name__}.")
+    if len(dataset) == 0:
+        raise ValueError(f"{what}: the dataset is empty.")
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{what}: column(s) {missing} not found; the dataset has {dataset.column_names}.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Precomputed (released) predictions
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def read_prediction_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read released predictions: a JSON object ``{id: record}`` or JSON lines with an ``id``/``image_id`` key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prediction file {str(path)!r} does not exist.")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        key = next((k for k in ("id", "image_id", "image") if records and k in records[0]), None)
+        if key is None:
+            raise ValueError(f"{path}: JSON lines need an 'id', 'image_id' or 'image' key per line.")
+        return {str(r[key]): r for r in records}
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object {{id: record}}, got {type(data).__name__}.")
+    return {str(k): v for k, v in data.items()}
+
+
+def add_precomputed_predictions(
+    dataset: Dataset,
+    predictions: Mapping[str, Mapping[str, Any]] | str | Path,
+    *,
+    prefix: str = "text",
+    id_column: str = "id",
+    label_words: Sequence[str] = ("No", "Yes"),
+    probabilities_key: str = "logits",
+    prediction_key: str | None = "pred",
+) -> Dataset:
+    """Join released unimodal predictions onto ``dataset`` by id.
+
+    Args:
+        predictions: ``{id: {probabilities_key: {label_word: p, ...}, prediction_key: label_id}}`` or a path
+            to such a JSON (or JSON lines) file; the MMoE authors' format.
+        prefix: column prefix, ``"text"`` or ``"vision"``.
+        label_words: the key of each label id in the probability dict (``label_words[i]`` ↔ label ``i``).
+        prediction_key: field holding the released prediction. It is used as is (the authors' vision
+            predictions are rebalanced, see :func:`balance_binary_predictions`, so they are not always the
+            argmax); ``None`` or a record without it falls back to the argmax of the probabilities.
+
+    The probabilities are kept as released (they need not sum to 1); the confidence is their top-1 minus
+    top-2 difference, ``|p(yes) - p(no)|``. Missing ids raise ``ValueError`` naming them.
+    """
+    what = "add_precomputed_predictions"
+    check_dataset(dataset, [id_column], what)
+    if not isinstance(predictions, Mapping):
+        predictions = read_prediction_file(predictions)
+    ids = [str(i) for i in dataset[id_column]]
+    missing = [i for i in ids if i not in predictions]
+    if missing:
+        raise ValueError(
+            f"{what}: {len(missing)} id(s) have no {prefix} prediction, e.g. {missing[:5]}; "
+            "the prediction file must cover every row."
+        )
+    probs, preds = [], []
+    for i in ids:
+        record = predictions[i]
+        scores = record.get(probabilities_key) or {}
+        absent = [w for w in label_words if w not in scores]
+        if absent:
+            raise ValueError(f"{what}: the {prefix} prediction of id {i!r} lacks {probabilities_key}{absent}.")
+        probs.append([float(scores[w]) for w in label_words])
+        pred = record.get(prediction_key) if prediction_key else None
+        preds.append(int(np.argmax(probs[-1])) if pred is None else int(pred))
+    bad = [(i, p) for i, p in zip(ids, preds) if not 0 <= p < len(label_words)]
+    if bad:
+        raise ValueError(f"{what}: {prefix} predictions outside 0..{len(label_words) - 1}, e.g. {bad[:3]}.")
+    return set_columns(dataset, prediction_columns(prefix, np.asarray(probs), np.asarray(preds)))
+
+
+def balance_binary_predictions(prob_yes: Sequence[float], prob_no: Sequence[float], min_fraction: float) -> list[int]:
+    """The MMoE authors' prediction balancing for one split (reproduces their released vision predictions).
+
+    Predict ``1`` where ``p(yes) > p(no)``; if the share of ``1`` is below ``min_fraction`` (or above
+    ``1 - min_fraction``), instead predict ``1`` for exactly the ``int(N * min_fraction)``
+    (``int(N * (1 - min_fraction))``) rows with the highest ``p(yes)``.
+    """
+    prob_yes, prob_no = np.asarray(prob_yes, dtype=np.float64), np.asarray(prob_no, dtype=np.float64)
+    predictions = (prob_yes > prob_no).astype(int)
+    n = predictions.size
+    ratio = predictions.mean() if n else 0.0
+    if ratio < min_fraction or ratio > 1 - min_fraction:
+        n_positive = int(n * (min_fraction if ratio < min_fraction else 1 - min_fraction))
+        predictions = np.zeros(n, dtype=int)
+        predictions[np.argsort(-prob_yes, kind="stable")[:n_positive]] = 1
+    return predictions.tolist()
