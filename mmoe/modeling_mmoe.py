@@ -402,6 +402,9 @@ class MMoEModel(MMoEPreTrainedModel):
     ``PeftModel`` keeps them (``autocast_adapter_dtype=True``).
     """
 
+    # A classifier checkpoint loaded as the base model: its heads and router are not part of this model.
+    _keys_to_ignore_on_load_unexpected = [r"^expert_heads\.", r"^router\."]
+
     def __init__(self, config: MMoEConfig, backbone: PreTrainedModel | None = None) -> None:
         super().__init__(config)
         config.validate_mmoe()
@@ -612,12 +615,12 @@ class MMoEModel(MMoEPreTrainedModel):
                 vision-language backbone given none, raises ``ValueError``.
             experts: the experts to run (default: all of ``config.experts``, in that order).
             output_pooled_output: also run the adapter-free pass (``pooled_output``).
-            return_dict: ``False`` returns ``output.to_tuple()`` (default ``config.use_return_dict``).
+            return_dict: ``False`` returns ``output.to_tuple()`` (default ``config.return_dict``).
 
         Returns:
             :class:`MMoEModelOutput`: ``expert_hidden_states`` ``[B, E, H]``, ``pooled_output`` ``[B, H]``.
         """
-        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         backbone_inputs = self.backbone_inputs({
             "input_ids": input_ids,
             "attention_mask": attention_mask,
@@ -833,14 +836,14 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
             interaction_labels: ``[B]`` expert index of each example's gold interaction, for ``fusion="oracle"``.
             fusion: overrides ``config.fusion`` for this call.
             fusion_weights: ``[E]`` weights for ``fusion="prior"`` (default ``config.prior_weights``).
-            return_dict: ``False`` returns ``output.to_tuple()`` (default ``config.use_return_dict``).
+            return_dict: ``False`` returns ``output.to_tuple()`` (default ``config.return_dict``).
 
         Returns:
             :class:`MMoESequenceClassifierOutput`: ``logits`` ``[B, C]`` (log fused probabilities),
             ``expert_logits`` ``[B, E, C]``, ``router_weights`` ``[B, E]``, ``router_logits`` ``[B, E]``, ``loss``
             when labels are given. After :meth:`train_expert`: ``logits`` and ``loss`` of that expert only.
         """
-        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         backbone_inputs = self.mmoe.backbone_inputs({
             "input_ids": input_ids,
             "attention_mask": attention_mask,
