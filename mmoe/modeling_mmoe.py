@@ -530,7 +530,11 @@ class MMoEModel(MMoEPreTrainedModel):
             raise ValueError("MMoE: the checkpoint does not embed its backbone and names no `backbone_name_or_path`.")
         inner = self.backbone.get_base_model()
         dtype = next((p.dtype for n, p in inner.named_parameters() if "lora_" not in n), None)
-        source = AutoModel.from_pretrained(name, config=self.config.backbone_config, dtype=dtype, **hub_kwargs)
+        load_kwargs: dict[str, Any] = {"dtype": dtype, **hub_kwargs}
+        if getattr(inner.config, "_attn_implementation", None) is not None:
+            load_kwargs["attn_implementation"] = inner.config._attn_implementation
+        # transformers looks for an adapter config in the repo with `adapter_kwargs` only (not `cache_dir`, ...).
+        source = AutoModel.from_pretrained(name, adapter_kwargs=dict(hub_kwargs), **load_kwargs)
         target = inner.state_dict()
         mapped, unused = {}, []
         for key, value in source.state_dict().items():

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import torch
 from peft import PeftModel
@@ -51,6 +52,12 @@ def _put_in_hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
 
 def _folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*.safetensors"))
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No network here: like HF_HUB_OFFLINE=1, so that Hub look-ups go to the local cache at once."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
 @pytest.fixture(scope="module")
