@@ -356,9 +356,14 @@ class MMoEPreTrainedModel(PreTrainedModel):
         built in and with its attention implementation, and each expert's LoRA weights from the adapter folder
         ``<expert>/`` of the checkpoint (local folder or Hub repo). Hub options (``cache_dir``, ``token``,
         ``local_files_only``, ...) apply to both. ``output_loading_info`` then reports the backbone and adapter keys
-        as loaded.
+        as loaded. Checkpoints of earlier mmoe versions (backbone keys ``backbone.model.*``) load too.
         """
         want_info = kwargs.pop("output_loading_info", False)
+        # Checkpoints written before MMoEModel existed keep the backbone under `backbone.model.`.
+        target = "backbone.base_model.model."
+        if cls is not MMoEModel:
+            target = f"{cls.base_model_prefix}.{target}"
+        kwargs.setdefault("key_mapping", {r"^backbone\.model\.": target})
         model, info = super().from_pretrained(
             pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
         )
