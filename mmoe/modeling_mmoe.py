@@ -995,7 +995,7 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         if not companions:
             return super().push_to_hub(
                 repo_id, commit_message=commit_message, commit_description=commit_description, private=private,
-                token=token, revision=revision, create_pr=create_pr, max_shard_size=max_shard_size, tags=tags,
+                token=token, revision=revision, create_pr=create_pr, max_shard_size=max_shard_size, tags=tags or [],
             )
         # Imported here so that loading the model never depends on this helper of newer transformers releases.
         from transformers.utils.hub import hf_api

@@ -327,3 +327,13 @@ def test_checkpoint_of_earlier_versions_still_loads(tiny_bert_dir, tmp_path):
     torch.testing.assert_close(again.eval()(**_batch()).logits, model(**_batch()).logits)
     base = MMoEModel.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(base(**_batch()).expert_hidden_states, model.mmoe(**_batch()).expert_hidden_states)
+
+
+def test_push_to_hub_sends_the_expert_folders(referenced, captured_hub):
+    model, _ = referenced
+    model.push_to_hub("someone/tiny-mmoe", token="hf_dummy")
+    (commit,) = captured_hub["create_commit"]
+    paths = {op.path_in_repo for op in commit["operations"]}
+    assert {"config.json", "model.safetensors", "modeling_mmoe.py"} <= paths
+    names = ("adapter_config.json", "adapter_model.safetensors")
+    assert {f"{expert}/{name}" for expert in model.experts for name in names} <= paths
