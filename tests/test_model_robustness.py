@@ -138,12 +138,12 @@ def test_fresh_model_keeps_backbone_and_zero_lora_and_initialises_heads(tiny_ber
         head = model.expert_heads[name].out_proj
         _assert_initialised_linear(head.weight, head.bias, (2, HIDDEN))
     backbone = AutoModel.from_pretrained(tiny_bert_dir)
-    mine = model.backbone.model.state_dict()
+    mine = model.mmoe.backbone.get_base_model().state_dict()
     for key, value in backbone.state_dict().items():  # same names: the LoRA wrapper keeps `base_layer`
         assert torch.equal(mine.get(key, mine.get(key.replace(".weight", ".base_layer.weight").replace(
             ".bias", ".base_layer.bias"))), value), key
     # Calling _init_weights directly never touches LoRA, and hands backbone-side modules to the backbone's init.
-    lora_module = model.backbone.model.encoder.layer[0].attention.self.query.lora_B["synergy"]
+    lora_module = model.mmoe.backbone.get_base_model().encoder.layer[0].attention.self.query.lora_B["synergy"]
     model._init_weights(lora_module)
     assert torch.equal(lora_module.weight, torch.zeros_like(lora_module.weight))
     new_embeddings = torch.nn.Embedding(10, HIDDEN, padding_idx=0)
@@ -224,17 +224,17 @@ def test_attn_implementation_reaches_the_backbone(saved_models, family):
             saved_models[family], attn_implementation=implementation
         ).eval()
         assert model.config.backbone_config._attn_implementation == implementation
-        assert model.backbone.model.config._attn_implementation == implementation
+        assert model.mmoe.backbone.get_base_model().config._attn_implementation == implementation
         with torch.no_grad():
             logits[implementation] = model(**batch).logits
     torch.testing.assert_close(logits["sdpa"], logits["eager"], atol=1e-5, rtol=1e-5)
     model.set_attn_implementation("sdpa")  # switching later reaches the backbone too
-    assert model.backbone.model.config._attn_implementation == "sdpa"
+    assert model.mmoe.backbone.get_base_model().config._attn_implementation == "sdpa"
 
     model = MMoEForSequenceClassification.from_pretrained(
         saved_models[family], dtype=torch.bfloat16, attn_implementation="sdpa"
     )
-    assert model.backbone.model.config._attn_implementation == "sdpa"
+    assert model.mmoe.backbone.get_base_model().config._attn_implementation == "sdpa"
     assert model.get_input_embeddings().weight.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="attn_implementation"):
         MMoEForSequenceClassification.from_pretrained(saved_models[family], attn_implementation="no_such_attention")
@@ -266,8 +266,8 @@ def test_no_split_modules_and_fp32_patterns(tiny_qwen2_dir):
     pattern, *_ = build_glob_alternation(list(plan))  # how from_pretrained matches parameter names
     assert pattern.search("expert_heads.synergy.out_proj.weight") and pattern.search("router.net.4.bias")
     # A backbone's own router (mixture-of-experts LLMs) and the LoRA weights are not forced to float32.
-    assert not pattern.search("backbone.model.layers.0.mlp.router.weight")
-    assert not pattern.search("backbone.model.layers.0.self_attn.q_proj.lora_A.synergy.weight")
+    assert not pattern.search("mmoe.backbone.base_model.model.layers.0.mlp.router.weight")
+    assert not pattern.search("mmoe.backbone.base_model.model.layers.0.self_attn.q_proj.lora_A.synergy.weight")
 
 
 # ---------------------------------------------------------------------------------------------- 4. float32 heads
@@ -329,7 +329,7 @@ def test_model_cast_to_bf16_after_construction_still_runs(bert_model, tiny_bert_
     randomize_lora_weights(model)
     batch = _batch("bert")
     expected = model.eval()(**batch).logits
-    model.backbone.to(torch.bfloat16)  # a bf16 backbone next to float32 heads
+    model.mmoe.backbone.to(torch.bfloat16)  # a bf16 backbone next to float32 heads
     mixed = model(**batch)
     assert mixed.logits.dtype == torch.float32
     torch.testing.assert_close(mixed.logits, expected, atol=0.05, rtol=0)
@@ -357,7 +357,7 @@ def _dropout_free_model() -> MMoEForSequenceClassification:
 def _expert_grads(model: MMoEForSequenceClassification) -> tuple[dict[str, torch.Tensor], int]:
     """One training step of expert "synergy"; returns its grads and how often the first LoRA layer ran."""
     calls = []
-    hook = model.backbone.model.encoder.layer[0].attention.self.query.register_forward_hook(
+    hook = model.mmoe.backbone.get_base_model().encoder.layer[0].attention.self.query.register_forward_hook(
         lambda *_: calls.append(1)
     )
     model.train().train_expert("synergy")
@@ -396,7 +396,8 @@ def test_gradient_checkpointing_gives_the_same_expert_grads(enable):
 
 def test_input_embeddings_are_the_backbones():
     model = _dropout_free_model()
-    assert model.get_input_embeddings() is model.backbone.model.embeddings.word_embeddings
+    assert model.get_input_embeddings() is model.mmoe.backbone.get_base_model().embeddings.word_embeddings
     new = torch.nn.Embedding(model.config.backbone_config.vocab_size, HIDDEN, padding_idx=0)
     model.set_input_embeddings(new)
-    assert model.backbone.model.embeddings.word_embeddings is new and model.get_input_embeddings() is new
+    assert model.mmoe.backbone.get_base_model().embeddings.word_embeddings is new
+    assert model.get_input_embeddings() is new

@@ -72,7 +72,7 @@ def test_pooling_matches_backbone_token(family_model):
     batch = _batch(family)
     model.train_expert("synergy")
     logits = model(**batch).logits  # activates the synergy adapter
-    hidden = model.backbone.model(**batch).last_hidden_state
+    hidden = model.mmoe.backbone.get_base_model()(**batch).last_hidden_state
     if family == "bert":
         expected = hidden[:, 0]
     else:
@@ -131,17 +131,16 @@ def test_training_one_expert_changes_only_that_expert(family_model):
             assert torch.equal(param, before[name]), name
 
 
-def test_training_router_uses_focal_loss_and_touches_only_router(family_model):
+def test_training_router_only_sets_trainability(family_model):
+    """train_router freezes all but the router; forward still runs the mixture (logits [B, C])."""
     family, model = family_model
     model.train_router()
-    gold = torch.tensor([0, 2, 1])
-    out = model(**_batch(family), interaction_labels=gold)
-    assert out.logits.shape == (3, 3)
-    log_p = out.router_logits.log_softmax(-1)[torch.arange(3), gold]
-    torch.testing.assert_close(out.loss, ((1 - log_p.exp()) ** 2 * -log_p).mean())
+    out = model(**_batch(family), labels=torch.tensor([0, 2, 1]))
+    assert out.logits.shape == (3, 3) and out.expert_logits.shape == (3, 3, 3)
     out.loss.backward()
     grads = {name for name, p in model.named_parameters() if p.grad is not None}
     assert grads and all(name.startswith("router.") for name in grads)
+    model.train_mixture()
 
 
 def test_expert_state_round_trip_between_models(tiny_bert_dir):
@@ -169,6 +168,7 @@ def test_save_and_reload_without_mmoe_installed(tmp_path, tiny_qwen2_dir):
     model.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModelForSequenceClassification"] == "modeling_mmoe.MMoEForSequenceClassification"
+    assert config["auto_map"]["AutoModel"] == "modeling_mmoe.MMoEModel"
     assert {"modeling_mmoe.py", "configuration_mmoe.py", "fusion.py"} <= {p.name for p in folder.iterdir()}
     torch.save({k: v for k, v in batch.items()}, tmp_path / "batch.pt")
 
@@ -182,13 +182,14 @@ def test_save_and_reload_without_mmoe_installed(tmp_path, tiny_qwen2_dir):
         config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
         assert type(config).__name__ == "MMoEConfig", type(config)
         batch = torch.load({str(tmp_path / "batch.pt")!r})
-        outputs = []
-        for auto in (AutoModelForSequenceClassification, AutoModel):
-            model = auto.from_pretrained(folder, trust_remote_code=True).eval()
-            assert "mmoe" not in type(model).__module__.split(".")[0], type(model).__module__
-            with torch.no_grad():
-                outputs.append(model(**batch))
-        torch.save([(o.logits, o.expert_logits, o.router_weights) for o in outputs], {str(tmp_path / "out.pt")!r})
+        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+        assert "mmoe" not in type(model).__module__.split(".")[0], type(model).__module__
+        base = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+        assert type(base).__name__ == "MMoEModel", type(base)
+        with torch.no_grad():
+            o, states = model(**batch), base(**batch)
+        torch.save((o.logits, o.expert_logits, o.router_weights, states.expert_hidden_states, states.pooled_output),
+                   {str(tmp_path / "out.pt")!r})
         """
     )
     env_cwd = tmp_path  # not the repo root, so the source tree is not importable either
@@ -197,10 +198,14 @@ def test_save_and_reload_without_mmoe_installed(tmp_path, tiny_qwen2_dir):
         env={**__import__("os").environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for logits, expert_logits, router_weights in torch.load(tmp_path / "out.pt"):
-        torch.testing.assert_close(logits, expected.logits)
-        torch.testing.assert_close(expert_logits, expected.expert_logits)
-        torch.testing.assert_close(router_weights, expected.router_weights)
+    logits, expert_logits, router_weights, expert_states, pooled = torch.load(tmp_path / "out.pt")
+    torch.testing.assert_close(logits, expected.logits)
+    torch.testing.assert_close(expert_logits, expected.expert_logits)
+    torch.testing.assert_close(router_weights, expected.router_weights)
+    with torch.no_grad():
+        states = model.mmoe(**batch)
+    torch.testing.assert_close(expert_states, states.expert_hidden_states)
+    torch.testing.assert_close(pooled, states.pooled_output)
 
 
 def test_auto_classes_load_locally_without_remote_code(tmp_path, tiny_bert_dir):
@@ -313,7 +318,7 @@ def test_backbone_output_that_cannot_be_pooled_raises_clear_error(family_model):
 
     _, model = family_model
     with pytest.raises(ValueError, match="cannot pool"):
-        model._pool(SimpleNamespace(last_hidden_state=torch.zeros(2, 3)), {})  # [B, H]: no sequence axis
+        model.mmoe._pool(SimpleNamespace(last_hidden_state=torch.zeros(2, 3)), {})  # [B, H]: no sequence axis
     with pytest.raises(ValueError, match="changes the sequence length"):
         pool_hidden_states(torch.zeros(2, 5, 4), torch.ones(2, 3), "last")
     hidden = torch.arange(2 * 4 * 1, dtype=torch.float).view(2, 4, 1)
