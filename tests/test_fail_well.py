@@ -476,3 +476,23 @@ def test_bad_labels_stop_the_pipeline_before_any_stage(tmp_path: Path, tiny_bert
         train(["--backbone", str(tiny_bert_dir), "--dataset", str(data), "--output_dir", str(out),
                "--text_template", "{caption} | {text}", "--max_steps", "2"])
     assert not any((out / stage).exists() for stage in ("categorize", "baseline", "experts", "router"))
+
+
+def test_pushing_a_referenced_layout_sends_the_expert_adapter_folders(
+    tmp_path: Path, tiny_bert_dir: Path, captured_hub: dict[str, list[dict[str, Any]]]
+) -> None:
+    """A model that references its backbone keeps its experts in peft adapter folders: they must travel."""
+    from mmoe import MMoEForSequenceClassification
+
+    model = MMoEForSequenceClassification.from_backbone(str(tiny_bert_dir), num_labels=2, lora_r=2,
+                                                        router_hidden_size=8)
+    model.config.backbone_name_or_path, model.config.save_backbone = "my-org/tiny-backbone", False
+    folder = tmp_path / "out"
+    model.save_pretrained(folder)
+    push_output_dir(folder, REPO_ID, update_card=False)
+    sent = _sent(captured_hub)
+    for expert in model.config.experts:
+        assert {f"{expert}/adapter_config.json", f"{expert}/adapter_model.safetensors"} <= sent
+    (folder / "synergy" / "adapter_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="synergy/adapter_model.safetensors"):
+        push_output_dir(folder, REPO_ID, update_card=False)

@@ -107,6 +107,7 @@ def files_to_upload(output_dir: str | Path, ignore_patterns: list[str] | tuple[s
             selected.append(name)
         else:
             skipped.append(name)
+    selected += expert_adapter_files(folder)
     if skipped:
         logger.warning(
             "Not uploading %d file(s) of %s outside the upload allowlist: %s. Only model, tokenizer, card, plot "
@@ -115,6 +116,30 @@ def files_to_upload(output_dir: str | Path, ignore_patterns: list[str] | tuple[s
             len(skipped), folder, ", ".join(skipped),
         )
     return selected
+
+
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def expert_adapter_files(output_dir: str | Path) -> list[str]:
+    """``<expert>/adapter_config.json`` and ``<expert>/adapter_model.safetensors`` of every expert named in the
+    folder's ``config.json``, when the model was saved with a referenced backbone (``save_backbone: false``): those
+    peft adapter folders hold the experts' weights, so they travel with the root files."""
+    folder = Path(output_dir)
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if config.get("save_backbone") is not False:
+        return []
+    files = [f"{expert}/{name}" for expert in config.get("experts") or [] for name in _ADAPTER_FILES]
+    missing = [name for name in files if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} references its backbone (save_backbone: false) but lacks expert adapter files {missing}; "
+            "save the model again with save_pretrained."
+        )
+    return files
 
 
 def push_output_dir(
@@ -222,6 +247,7 @@ def push_model(
         staging = Path(tmp)
         if output_dir is not None:
             for name in files_to_upload(output_dir):
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(Path(output_dir) / name, staging / name)
         model.save_pretrained(staging, max_shard_size=max_shard_size)
         if processor is not None:

@@ -76,7 +76,7 @@ from .validation import TINY_BACKBONES
 logger = logging.getLogger("mmoe")
 BASELINE = "baseline"
 
-STAGE_VERSIONS = {"categorize": 1, "baseline": 1, "experts": 1, "router": 1}
+STAGE_VERSIONS = {"categorize": 1, "baseline": 2, "experts": 2, "router": 1}
 """Bump a stage's version when its code changes what it produces: finished stages of older runs are then redone."""
 
 # TrainingArguments that change where and how a run reports, not what it trains.
@@ -599,6 +599,8 @@ def run_pipeline(
         for item in chosen.iterdir():  # the chosen seed's model represents the run at the root
             if item.is_file() and item.name not in (EVAL_RESULTS_FILE, RUN_FILE):
                 shutil.copy2(item, output_dir / item.name)
+            elif item.is_dir() and item.name in DEFAULT_EXPERTS:  # peft adapter folders of a referenced backbone
+                shutil.copytree(item, output_dir / item.name, dirs_exist_ok=True)
         atomic_write_text(output_dir / EVAL_RESULTS_FILE, json.dumps(results, indent=2))
         _write_run_info(
             output_dir, model_args, data_args, training_args, seeds, root_seed=root_seed, root_seed_reason=reason
