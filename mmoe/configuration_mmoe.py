@@ -78,6 +78,10 @@ class MMoEConfig(PreTrainedConfig):
         batched_experts (`bool`, defaults to ``True``): at inference, run every expert and the router's
             adapter-free pass as one mixed-adapter batch of ``(E + 1) * B`` rows instead of ``E + 1``
             sequential passes.
+        fused_experts (`bool`, defaults to ``True``): with ``batched_experts``, run that batch through the fused
+            expert path (:mod:`fused_lora`): one base matmul per layer over every row plus one batched LoRA
+            product, in training as well as inference. ``False`` (or LoRA layers the fused path does not cover)
+            uses peft's mixed-adapter batch at inference and sequential passes in training.
         backbone_hidden_size (`int`, *optional*): width of the backbone's output, for backbones whose
             config does not name it in a standard field.
         num_labels / id2label / label2id: the classification labels, as in every ``transformers`` config; at
@@ -106,6 +110,7 @@ class MMoEConfig(PreTrainedConfig):
         fusion: str = "router",
         prior_weights: list[float] | None = None,
         batched_experts: bool = True,
+        fused_experts: bool = True,
         backbone_hidden_size: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -137,6 +142,7 @@ class MMoEConfig(PreTrainedConfig):
         self.fusion = fusion
         self.prior_weights = list(prior_weights) if prior_weights is not None else None
         self.batched_experts = batched_experts
+        self.fused_experts = fused_experts
         self.backbone_hidden_size = backbone_hidden_size
         num_labels, id2label = kwargs.get("num_labels"), kwargs.get("id2label")
         if num_labels is not None and id2label is not None and len(id2label) != num_labels:

@@ -38,8 +38,7 @@ from typing import Any
 import torch
 from peft import LoraConfig, PeftModel
 from peft.tuners.lora import LoraLayer
-from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
-from safetensors.torch import load_file, save_file
+from peft.utils import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
@@ -53,6 +52,7 @@ from .backbone_utils import (
     resolve_pooling,
 )
 from .configuration_mmoe import MMoEConfig
+from .fused_lora import install_fused_lora
 from .fusion import fuse
 from .losses import fused_nll_loss
 
@@ -393,6 +393,17 @@ def _map_backbone_key(key: str, target: set[str]) -> str | None:
     wrapped = f"{module}.base_layer.{leaf}"
     return wrapped if wrapped in target else None
 
+def _repeat_batch(inputs: dict[str, Any], batch_size: int, times: int) -> dict[str, Any]:
+    """Every batch-sized tensor of ``inputs`` repeated ``times`` along the batch: ``[B, ...]`` -> ``[times * B, ...]``
+    (copy ``i`` is rows ``i * B`` to ``(i + 1) * B``)."""
+    return {
+        key: value.repeat(times, *([1] * (value.dim() - 1)))
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch_size
+        else value
+        for key, value in inputs.items()
+    }
+
+
 class MMoEModel(MMoEPreTrainedModel):
     """The MMoE base model: one backbone, one LoRA adapter per expert, pooling.
 
@@ -446,6 +457,8 @@ class MMoEModel(MMoEPreTrainedModel):
         for flag in _ATTENTION_FLAGS:
             setattr(self, flag, getattr(backbone, flag, False))
         self._active_adapters: tuple[str, ...] | None = None
+        # Fused expert passes (one base matmul + one batched LoRA product per layer); None when not covered.
+        self._fused_plan = install_fused_lora(self.backbone, self.experts)
         self.post_init()
 
     def expert_lora_config(self, expert: str) -> LoraConfig:
@@ -499,12 +512,12 @@ class MMoEModel(MMoEPreTrainedModel):
     def save_experts(self, save_directory: str | os.PathLike) -> None:
         """Write every expert as a peft adapter folder ``<save_directory>/<expert>/`` (``adapter_config.json`` +
         ``adapter_model.safetensors``), loadable with ``PeftModel.from_pretrained(backbone, <that folder>)``."""
-        for expert in self.experts:
-            folder = Path(save_directory) / expert
-            folder.mkdir(parents=True, exist_ok=True)
-            self.expert_lora_config(expert).save_pretrained(str(folder))
-            state = {k: v.detach().contiguous().cpu() for k, v in self.adapter_state_dict(expert).items()}
-            save_file(state, str(folder / _ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        # The adapters name the backbone the way the config references it (a Hub id), not a local snapshot path.
+        if self.config.backbone_name_or_path:
+            for expert in self.experts:
+                self.backbone.peft_config[expert].base_model_name_or_path = self.config.backbone_name_or_path
+        # peft's own writer: a non-default adapter goes to `<save_directory>/<adapter name>/`.
+        self.backbone.save_pretrained(str(save_directory), selected_adapters=list(self.experts))
 
     def load_experts(self, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None,
                      **hub_kwargs: Any) -> None:
@@ -517,7 +530,7 @@ class MMoEModel(MMoEPreTrainedModel):
                 weights_file = cached_file(
                     str(pretrained_model_name_or_path), _ADAPTER_WEIGHTS, subfolder=where, **hub_kwargs
                 )
-                weights = load_file(weights_file)
+                weights = load_peft_weights(os.path.dirname(weights_file))
             except (OSError, ValueError) as error:
                 raise OSError(
                     f"MMoE checkpoint {pretrained_model_name_or_path} does not embed its backbone, so expert "
@@ -592,15 +605,26 @@ class MMoEModel(MMoEPreTrainedModel):
     ) -> tuple[torch.Tensor, ...]:
         """The passes ``names`` (experts, and ``__base__`` for no adapter) as one ``len(names) * B`` batch, through
         peft's public ``PeftModel.forward(..., adapter_names=...)``; returns ``len(names)`` ``[B, H]``."""
-        repeated = {
-            key: value.repeat(len(names), *([1] * (value.dim() - 1)))
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch_size
-            else value
-            for key, value in backbone_inputs.items()
-        }
+        repeated = _repeat_batch(backbone_inputs, batch_size, len(names))
         self._activate(tuple(name for name in names if name != _BASE))
         adapter_names = [name for name in names for _ in range(batch_size)]
         outputs = self.backbone(**repeated, adapter_names=adapter_names)
+        return self._pool(outputs, repeated).split(batch_size, dim=0)
+
+    def _pooled_fused(
+        self, backbone_inputs: dict[str, Any], batch_size: int, names: list[str]
+    ) -> tuple[torch.Tensor, ...]:
+        """The passes ``names`` (experts, then optionally ``__base__``) as one ``len(names) * B`` batch through the
+        fused LoRA layers (:mod:`.fused_lora`); returns ``len(names)`` ``[B, H]``. Works in training too."""
+        repeated = _repeat_batch(backbone_inputs, batch_size, len(names))
+        experts = [name for name in names if name != _BASE]
+        plan = self._fused_plan
+        # Every adapter is applied by the fused layers from the plan; peft's own active adapter is left as it is.
+        plan.experts, plan.with_base = tuple(experts), len(experts) < len(names)
+        try:
+            outputs = self.backbone(**repeated)
+        finally:
+            plan.experts, plan.with_base = None, False
         return self._pool(outputs, repeated).split(batch_size, dim=0)
 
     def backbone_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -657,7 +681,10 @@ class MMoEModel(MMoEPreTrainedModel):
         for expert in experts:
             self._check_expert(expert)
         names = experts + ([_BASE] if output_pooled_output else [])
-        if self.config.batched_experts and not self.training and len(names) > 1:
+        fused = self.config.batched_experts and getattr(self.config, "fused_experts", True) and self._fused_plan
+        if fused and len(names) > 1:
+            pooled = list(self._pooled_fused(backbone_inputs, batch_size, names))
+        elif self.config.batched_experts and not self.training and len(names) > 1:
             pooled = list(self._pooled_mixed_batch(backbone_inputs, batch_size, names))
         else:
             pooled = [self._pooled(backbone_inputs, () if name == _BASE else (name,)) for name in names]
