@@ -26,11 +26,17 @@ from .configuration_mmoe import FUSION_METHODS
 __all__ = ["FUSION_METHODS", "fuse"]
 
 
+def _checking_values() -> bool:
+    # Checks of tensor values are data-dependent branches, which `torch.compile(fullgraph=True)` cannot trace; a
+    # compiled model's router weights are a softmax, valid by construction, so compiled code skips them.
+    return not torch.compiler.is_compiling()
+
+
 def _normalised(weights: torch.Tensor, what: str) -> torch.Tensor:
-    if (weights < 0).any():
+    if _checking_values() and (weights < 0).any():
         raise ValueError(f"fuse: {what} weights must be non-negative.")
     total = weights.sum(dim=-1, keepdim=True)
-    if (total <= 0).any():
+    if _checking_values() and (total <= 0).any():
         raise ValueError(f"fuse: {what} weights must not all be zero.")
     return weights / total
 
@@ -69,7 +75,7 @@ def fuse(expert_logits: torch.Tensor, method: str, weights: torch.Tensor | None 
     if method == "oracle" and weights.dim() == 1:
         if weights.dtype.is_floating_point or weights.shape[0] != batch_size:
             raise ValueError("fuse: oracle weights must be a LongTensor [B] of expert indices or one-hot [B, E].")
-        if ((weights < 0) | (weights >= num_experts)).any():
+        if _checking_values() and ((weights < 0) | (weights >= num_experts)).any():
             raise ValueError(f"fuse: oracle expert indices must lie in [0, {num_experts}).")
         weights = torch.nn.functional.one_hot(weights.long(), num_experts)
     elif method == "prior" and weights.dim() == 1:
