@@ -17,7 +17,8 @@ Systems (``--systems`` picks a subset):
 
 Prints one JSON line per system and batch: ``system``, ``batch``, ``seq``, ``ms`` (median over ``--repeats`` after
 warm-up; CUDA-event timing on a GPU), ``peak_mib`` (peak CUDA memory of that system's run, models included;
-``null`` on CPU), ``device``, ``compiled``, ``dtype``, ``backbone``, ``machine``. Quote the machine with any figure.
+``null`` on CPU and with ``--interleave``), ``device``, ``compiled``, ``dtype``, ``backbone``, ``machine``.
+Quote the machine with any figure.
 """
 
 from __future__ import annotations
@@ -64,27 +65,18 @@ def build_mixture(args: argparse.Namespace, dtype: torch.dtype, experts: list[st
     return model.to(args.device).eval()
 
 
-def timer(device: str) -> Callable[[Callable[[], object], int], float]:
-    def measure(fn: Callable[[], object], repeats: int) -> float:
-        with torch.no_grad():
-            fn()
-            fn()  # warm-up (and compilation)
-            timings = []
-            for _ in range(repeats):
-                if device.startswith("cuda"):
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    fn()
-                    end.record()
-                    torch.cuda.synchronize()
-                    timings.append(start.elapsed_time(end))
-                else:
-                    begin = time.perf_counter()
-                    fn()
-                    timings.append((time.perf_counter() - begin) * 1000)
-        return statistics.median(timings)
-
-    return measure
+def time_once(fn: Callable[[], object], device: str) -> float:
+    """Milliseconds of one call: CUDA events on a GPU, the wall clock on CPU."""
+    if device.startswith("cuda"):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
+    begin = time.perf_counter()
+    fn()
+    return (time.perf_counter() - begin) * 1000
 
 
 def main() -> None:
@@ -101,7 +93,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None,
+                        help="time all systems round after round (default on CPU); --no-interleave measures one "
+                        "system at a time with its own peak memory (default on a GPU)")
     args = parser.parse_args()
+    if args.interleave is None:
+        args.interleave = not args.device.startswith("cuda")
 
     dtype = getattr(torch, args.dtype)
     on_cuda = args.device.startswith("cuda")
@@ -112,7 +109,6 @@ def main() -> None:
     common = {"seq": args.seq, "device": args.device, "compiled": args.compile, "dtype": args.dtype,
               "backbone": args.backbone_size and f"qwen2-{args.backbone_size} (config)" or args.backbone,
               "machine": machine, "threads": torch.get_num_threads()}
-    measure = timer(args.device)
 
     def compiled(fn: Callable) -> Callable:
         if not args.compile:
@@ -150,21 +146,42 @@ def main() -> None:
         fn = compiled(model.forward)
         return (lambda batch: fn(**batch)), [model]
 
-    for name in args.systems:
-        if on_cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        run, keep = system_callables(name)
-        for batch_size in args.batches:
-            generator = torch.Generator().manual_seed(batch_size)
-            ids = torch.randint(5, vocab, (batch_size, args.seq), generator=generator).to(args.device)
-            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-            ms = measure(lambda run=run, batch=batch: run(batch), args.repeats)
-            peak = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
-            print(json.dumps({"system": name, "batch": batch_size, "ms": round(ms, 2),
-                              "peak_mib": None if peak is None else round(peak, 1), **common}), flush=True)
-        del run, keep
+    def batch_of(batch_size: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(batch_size)
+        ids = torch.randint(5, vocab, (batch_size, args.seq), generator=generator).to(args.device)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
+    def report(name: str, batch_size: int, timings: list[float], peak: float | None) -> None:
+        print(json.dumps({"system": name, "batch": batch_size, "ms": round(statistics.median(timings), 2),
+                          "peak_mib": None if peak is None else round(peak, 1), **common}), flush=True)
+
+    with torch.no_grad():
+        if args.interleave:
+            # Every system built at once and timed in turn, round after round: load that drifts during the run
+            # (other processes on a shared CPU) touches every system alike, so the ratios stay fair.
+            runs = {name: system_callables(name) for name in args.systems}
+            for batch_size in args.batches:
+                batch = batch_of(batch_size)
+                for run, _ in runs.values():
+                    run(batch), run(batch)  # warm-up (and compilation)
+                timings: dict[str, list[float]] = {name: [] for name in runs}
+                for _ in range(args.repeats):
+                    for name, (run, _) in runs.items():
+                        timings[name].append(time_once(lambda run=run, batch=batch: run(batch), args.device))
+                for name in runs:
+                    report(name, batch_size, timings[name], None)
+            return
+        for name in args.systems:  # one system at a time: its own peak memory (CUDA), nothing else resident
+            if on_cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            run, keep = system_callables(name)
+            for batch_size in args.batches:
+                batch = batch_of(batch_size)
+                run(batch), run(batch)  # warm-up (and compilation)
+                timings = [time_once(lambda run=run, batch=batch: run(batch), args.device) for _ in range(args.repeats)]
+                report(name, batch_size, timings, torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None)
+            del run, keep
 
 if __name__ == "__main__":
     main()
