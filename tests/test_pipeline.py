@@ -15,7 +15,7 @@ from mmoe.losses import focal_loss
 from mmoe.training import pipeline
 from mmoe.training.cli import parse_arguments, train
 
-BLOCK_KEYS = {"accuracy", "precision", "recall", "f1"}
+BLOCK_KEYS = {"accuracy", "precision", "recall", "f1", "balanced_accuracy", "macro_f1"}
 
 
 def _precomputed_dataset(folder: Path, n_train: int = 48, n_eval: int = 24, synergy: bool = True) -> Path:
@@ -307,12 +307,12 @@ def test_two_seeds_keep_the_best_validation_seed_at_the_root(tmp_path, tiny_bert
     out = tmp_path / "out"
     train(_tiny_args(tiny_bert_dir, data, out, "--seeds", "3", "1", "--license", "mit", "--language", "en"))
     per_seed = {s: json.loads((out / f"seed-{s}" / "eval_results.json").read_text()) for s in (3, 1)}
-    scores = {s: r["validation"]["mmoe"]["f1"] for s, r in per_seed.items()}
+    scores = {s: r["validation"]["mmoe"]["macro_f1"] for s, r in per_seed.items()}  # the default selection metric
     expected = min(scores, key=lambda s: (-scores[s], s))
     saved = json.loads((out / "eval_results.json").read_text())
     run = json.loads((out / "mmoe_run.json").read_text())
     assert saved["root_seed"] == run["root_seed"] == expected
-    assert saved["root_seed_reason"] == run["root_seed_reason"] and "validation f1" in saved["root_seed_reason"]
+    assert saved["root_seed_reason"] == run["root_seed_reason"] and "validation macro_f1" in saved["root_seed_reason"]
     root_weights = load_file(str(out / "model.safetensors"))
     seed_weights = load_file(str(out / f"seed-{expected}" / "model.safetensors"))
     assert root_weights.keys() == seed_weights.keys()

@@ -34,7 +34,7 @@ DEFAULT_TAGS: tuple[str, ...] = (
 )
 """Hub tags every MMoE card carries; the backbone's ``model_type`` is added to them."""
 
-METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1")
+METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "macro_f1")
 """Metric names of every result block of ``eval_results.json``, in the order the card shows them."""
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

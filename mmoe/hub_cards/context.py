@@ -13,6 +13,7 @@ from typing import Any
 from .card_data import MMoEModelCardData
 from .citations import CITATIONS
 from .formatting import (
+    METRIC_LABELS,
     PLACEHOLDER_MODEL_ID,
     _numbers,
     categorization_table,
@@ -118,7 +119,8 @@ def template_context(data: MMoEModelCardData) -> dict[str, Any]:
         "root_seed": data.root_seed,
         "root_seed_reason": data.root_seed_reason,
         "results_rows": results_rows(eval_results),
-        "degenerate_notes": degenerate_notes(eval_results, _num_labels(data.config)),
+        "results_header": list(METRIC_LABELS.values()),
+        "degenerate_notes": degenerate_notes(eval_results, _num_labels(data.config), data.config.get("id2label")),
         "interaction_rows": interaction_results_rows(eval_results),
         "gold_interaction_rows": interaction_results_rows(eval_results, "by_gold_interaction"),
         "router_interaction_accuracy": _percent(eval_results.get("router_interaction_accuracy")),

@@ -14,10 +14,19 @@ from importlib import metadata
 from typing import Any
 
 from ..configuration_mmoe import DEFAULT_EXPERTS, FUSION_METHODS
+from ..training.degenerate import degenerate_warnings
 
 INTERACTIONS: tuple[str, ...] = tuple(DEFAULT_EXPERTS)
 FUSION_RULES: tuple[str, ...] = tuple(FUSION_METHODS)
-METRIC_LABELS: dict[str, str] = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall", "f1": "F1"}
+METRIC_LABELS: dict[str, str] = {
+    "accuracy": "Accuracy",
+    "balanced_accuracy": "Balanced accuracy",
+    "precision": "Precision",
+    "recall": "Recall",
+    "f1": "F1",
+    "macro_f1": "Macro-F1",
+}
+"""Columns of the card's results table, in order (a block without a metric shows a dash)."""
 FUSION_LABELS: dict[str, str] = {
     "average": "Fusion: average",
     "max": "Fusion: max",
@@ -132,16 +141,27 @@ def results_rows(eval_results: Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
-def degenerate_notes(eval_results: Mapping[str, Any], num_labels: int | None) -> list[str]:
-    """Warnings for binary systems that predict one class only (a constant predictor can score a high F1).
+def degenerate_notes(
+    eval_results: Mapping[str, Any], num_labels: int | None, id2label: Mapping[Any, Any] | None = None
+) -> list[str]:
+    """Warnings for systems that predict one class only (a constant predictor can score a high F1).
 
-    With binary scores (positive class 1), recall 1 with precision equal to accuracy (< 1) means every example
-    was predicted positive; recall 0 means the positive class was never found.
+    The baseline and MMoE are flagged from ``eval_results["degenerate"]``, which the pipeline computes from the
+    predictions (:func:`mmoe.training.degenerate.degenerate_warnings`). Systems it does not cover (the fusion
+    rules, results of older runs) are judged from their binary scores (positive class 1): recall 1 with precision
+    equal to accuracy (< 1) means every example was predicted positive; recall 0 means the positive class was
+    never found.
     """
+    notes = [note[0].upper() + note[1:] for note in degenerate_warnings(eval_results, id2label)]
+    flags = eval_results.get("degenerate")
+    covered = set(flags) & {"baseline", "mmoe"} if isinstance(flags, Mapping) else set()
+    if "mmoe" in covered:
+        covered.add("fusion-router")  # the same predictions as MMoE
     if num_labels != 2:
-        return []
-    notes = []
-    for _, label, block in result_systems(eval_results):
+        return notes
+    for key, label, block in result_systems(eval_results):
+        if key in covered:
+            continue
         accuracy, precision, recall = (block.get(m) for m in ("accuracy", "precision", "recall"))
         if not _numbers(accuracy, precision, recall):
             continue

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .validation import DEFAULT_BACKBONE, data_argument_problems, model_argument_problems, raise_if_problems
+from .validation import (
+    DEFAULT_BACKBONE,
+    SELECTION_METRICS,
+    choice_problem,
+    data_argument_problems,
+    model_argument_problems,
+    raise_if_problems,
+)
 
 
 @dataclass
@@ -171,8 +178,15 @@ class MMoETrainingArguments(TrainingArguments):
         },
     )
     selection_metric: str = field(
-        default="f1",
-        metadata={"help": "Validation metric that selects the best epoch of baseline and experts: f1 | accuracy."},
+        default="macro_f1",
+        metadata={
+            "help": "Validation metric that selects the best epoch of the baseline and of each expert, and the seed "
+            "whose weights the output folder holds: " + " | ".join(SELECTION_METRICS) + ". Default macro_f1: binary "
+            "f1 (and precision/recall) reward a model that always answers the positive class on a positive-heavy "
+            "split. On a validation subset holding a single class, f1, precision and recall are constant and fall "
+            "back to accuracy; macro_f1 and balanced_accuracy stay (there they rank epochs as accuracy does). The "
+            "router is always selected by macro-F1 over interactions."
+        },
     )
     min_expert_examples: int = field(
         default=8,
@@ -191,7 +205,5 @@ class MMoETrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.selection_metric not in ("f1", "accuracy", "precision", "recall"):
-            raise ValueError(
-                f"--selection_metric must be f1, accuracy, precision or recall, got {self.selection_metric!r}."
-            )
+        problem = choice_problem("selection_metric", self.selection_metric, SELECTION_METRICS)
+        raise_if_problems([problem] if problem else [])

@@ -143,16 +143,25 @@ def _preset_name(argv: list[str]) -> str | None:
     return None
 
 
+SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
+    ("accuracy", "acc"), ("balanced_accuracy", "bal_acc"), ("precision", "prec"), ("recall", "rec"),
+    ("f1", "f1"), ("macro_f1", "macro_f1"),
+)
+
+
 def format_summary(results: dict[str, Any]) -> str:
-    """A one-screen table: baseline vs MMoE, each fusion rule, and per interaction."""
+    """A one-screen table: baseline vs MMoE, each fusion rule, and per interaction; then a WARNING line for each
+    system that predicts a single class on the evaluation split (``results["degenerate"]``)."""
+    from .degenerate import degenerate_warnings
 
     def row(name: str, block: dict[str, float] | None) -> str:
         if not block:
             return f"  {name:<28}{'-':>9}"
-        cells = "".join(f"{block.get(k, float('nan')):>9.3f}" for k in ("accuracy", "precision", "recall", "f1"))
+        cells = "".join(f"{block.get(k, float('nan')):>9.3f}" for k, _ in SUMMARY_METRICS)
         return f"  {name:<28}{cells}"
 
-    lines = [f"MMoE results on the {results['split']} split", f"  {'':<28}{'acc':>9}{'prec':>9}{'rec':>9}{'f1':>9}"]
+    header = "".join(f"{short:>9}" for _, short in SUMMARY_METRICS)
+    lines = [f"MMoE results on the {results['split']} split", f"  {'':<28}{header}"]
     lines += [row("baseline", results.get("baseline")), row("MMoE (router fusion)", results.get("mmoe"))]
     lines += [row(f"fusion: {name}", block) for name, block in results.get("fusion", {}).items()]
     for model_name in ("baseline", "mmoe"):
@@ -162,6 +171,7 @@ def format_summary(results: dict[str, Any]) -> str:
         lines.append(f"  CE_moe {results['ce_moe']:.4f}   CE_baseline {results['ce_baseline']:.4f}")
     if "categorization" in results:
         lines.append(f"  categorization accuracy vs gold interactions: {results['categorization']['accuracy']:.3f}")
+    lines += [f"WARNING: {note}" for note in degenerate_warnings(results)]
     return "\n".join(lines)
 
 

@@ -104,6 +104,9 @@ def evaluate_mixture(
         "by_interaction": {"baseline": {}, "mmoe": {}},
         "interaction_counts": {name: interaction_counts(s) for name, s in dataset.items()},
         "router_weights_by_interaction": {},
+        # A system that answers one class on the whole split (DESIGN, section 6): its F1 is not evidence of skill.
+        "degenerate": {"baseline": bool(len(np.unique(base_pred)) <= 1), "mmoe": bool(len(np.unique(mmoe_pred)) <= 1)},
+        "predicted_classes": {"baseline": np.unique(base_pred).tolist(), "mmoe": np.unique(mmoe_pred).tolist()},
     }
     for interaction in experts:
         rows = interactions == interaction

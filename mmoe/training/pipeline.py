@@ -36,6 +36,7 @@ from ..data.collators import MMoECollator
 from ..data.multimodal_collator import MultimodalCollator, build_collator, load_processor
 from ..fusion import fuse
 from ..losses import focal_loss
+from ..metrics import METRIC_NAMES
 from ..modeling_mmoe import MMoEForSequenceClassification
 from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
 from .callbacks import ModelCardCallback
@@ -326,7 +327,7 @@ def _train_part(
                              for split in (train, evaluation))
         get_state = lambda: {k: v for k, v in model.state_dict().items() if k.startswith("router.")}  # noqa: E731
         set_state = lambda s: model.load_state_dict(s, strict=False)  # noqa: E731
-        metric, collator = "f1", default_data_collator  # macro-F1 over interactions (paper, appendix H)
+        metric, collator = "macro_f1", default_data_collator  # macro-F1 over interactions (paper, appendix H)
     else:
         trained = model.train_expert(part)
         get_state = lambda: model.expert_state_dict(part)  # noqa: E731
@@ -371,11 +372,17 @@ def _train_part(
     return summary
 
 
+_POSITIVE_CLASS_METRICS = ("f1", "precision", "recall")
+
+
 def _selection_metric(ctx: PipelineContext, part: str, evaluation: Dataset | None) -> str:
     """``--selection_metric``, except on a validation subset with one class only, where precision, recall and
-    F1 of the positive class are constant (0 or undefined) and could only ever select the first epoch."""
+    F1 of the positive class are constant (0 or undefined) and could only ever select the first epoch: those fall
+    back to accuracy. ``macro_f1`` and ``balanced_accuracy`` stay: on one class, balanced accuracy is the accuracy
+    and macro-F1 grows with it, so they rank epochs as accuracy does."""
     metric = ctx.training_args.selection_metric
-    if evaluation is not None and metric != "accuracy" and len(set(evaluation[ctx.data_args.label_column])) < 2:
+    if (evaluation is not None and metric in _POSITIVE_CLASS_METRICS
+            and len(set(evaluation[ctx.data_args.label_column])) < 2):
         logger.warning("The validation rows of %s hold a single class: selecting its epoch by accuracy.", part)
         return "accuracy"
     return metric
@@ -592,6 +599,15 @@ def run_pipeline(
     ]
     results = aggregate_seeds(per_seed)
     results["seeds"] = seeds
+    # A system is flagged when it answers one class in any seed; which seeds, and the classes each predicted, stay.
+    systems = ("baseline", "mmoe")
+    results["degenerate"] = {s: any(run.get("degenerate", {}).get(s, False) for run in per_seed) for s in systems}
+    results["degenerate_seeds"] = {
+        s: [seed for seed, run in zip(seeds, per_seed) if run.get("degenerate", {}).get(s)] for s in systems
+    }
+    results["predicted_classes"] = {
+        s: sorted({c for run in per_seed for c in run.get("predicted_classes", {}).get(s, [])}) for s in systems
+    }
     root_seed, reason = choose_root_seed(seeds, per_seed, training_args.selection_metric)
     results["root_seed"], results["root_seed_reason"] = root_seed, reason
     if is_main_process():
@@ -626,7 +642,8 @@ def choose_root_seed(seeds: list[int], per_seed: list[dict[str, Any]], metric: s
     return best, reason
 
 
-_METRICS = ("accuracy", "precision", "recall", "f1")
+_METRICS = METRIC_NAMES
+_CORE_METRICS = ("accuracy", "precision", "recall", "f1")  # a dict holding these is a metric block
 _SPREAD_SCALARS = ("ce_moe", "ce_baseline", "router_interaction_accuracy")
 
 
@@ -639,8 +656,8 @@ def aggregate_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         if isinstance(first, dict):
             keys = [k for k in first if all(isinstance(v, dict) and k in v for v in values)]
             out = {k: combine([v[k] for v in values]) for k in keys}
-            if set(_METRICS) <= set(first):
-                out.update({f"{k}_std": float(np.std([v[k] for v in values])) for k in _METRICS})
+            if set(_CORE_METRICS) <= set(first):
+                out.update({f"{k}_std": float(np.std([v[k] for v in values])) for k in _METRICS if k in out})
             return out
         if isinstance(first, (int, float)) and not isinstance(first, bool):
             mean = float(np.mean(values))

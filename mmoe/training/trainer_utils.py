@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers import EvalPrediction, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ..metrics import classification_scores, load_classification_metric
+from ..metrics import METRIC_NAMES, classification_scores, load_classification_metric
 from .runtime import agree, atomic_write_text, is_main_process, to_device, wait_for_everyone
 
 logger = logging.getLogger("mmoe")
@@ -28,7 +28,8 @@ def first_array(predictions: Any) -> np.ndarray:
 
 
 def make_compute_metrics(num_labels: int, average: str | None = None) -> Callable[[EvalPrediction], dict[str, float]]:
-    """``compute_metrics`` for the Trainer: accuracy/precision/recall/F1 plus ``predicted_classes``.
+    """``compute_metrics`` for the Trainer: accuracy/precision/recall/F1, ``balanced_accuracy``, ``macro_f1`` and
+    ``predicted_classes``.
 
     ``predicted_classes`` (how many distinct classes were predicted) flags a degenerate model that always
     answers the same class, which scores a high binary F1 on a positive-heavy split (DESIGN, section 6).
@@ -211,7 +212,8 @@ def read_stage_summary(stage_dir: Path) -> dict[str, Any]:
 
 
 def scores(predictions: np.ndarray, references: np.ndarray, num_labels: int) -> dict[str, float]:
-    """Metric block ``{"accuracy", "precision", "recall", "f1"}`` (empty input gives zeros)."""
+    """Metric block ``{"accuracy", "precision", "recall", "f1", "balanced_accuracy", "macro_f1"}`` (empty input
+    gives zeros)."""
     if len(references) == 0:
-        return {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+        return dict.fromkeys(METRIC_NAMES, 0.0)
     return classification_scores(predictions, references, num_labels)

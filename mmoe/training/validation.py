@@ -35,6 +35,9 @@ TINY_BACKBONES = ("tiny-bert", "tiny-qwen2", "tiny-vilt", "tiny-llava")
 """Names ``resolve_backbone`` (:mod:`mmoe.training.pipeline`, which imports this tuple) builds from a config."""
 UNIMODAL_SOURCES = ("auto", "precomputed", "trained")
 BUILTIN_DATASETS = ("synthetic", "mustard")
+SELECTION_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "f1", "precision", "recall")
+"""Choices of ``--selection_metric``, the default first: macro-F1 and balanced accuracy do not reward a model that
+always answers one class, binary F1 does (DESIGN, section 6)."""
 MAX_SEED = 2**32 - 1  # numpy's seeding limit
 
 
@@ -161,7 +164,7 @@ STAGE_EPOCH_OPTIONS = ("baseline_num_train_epochs", "expert_num_train_epochs", "
 
 
 def training_argument_problems(args: MMoETrainingArguments) -> list[str]:
-    """Ranges of the training options and whether any training can happen (no file system access)."""
+    """Ranges and choices of the training options and whether any training can happen (no file system access)."""
     problems = _collect(
         number_problem("learning_rate", args.learning_rate, gt=0),
         number_problem("router_learning_rate", args.router_learning_rate, gt=0),
@@ -173,6 +176,7 @@ def training_argument_problems(args: MMoETrainingArguments) -> list[str]:
         number_problem("data_seed", args.data_seed, ge=0, le=MAX_SEED, integer=True, optional=True),
         number_problem("max_steps", args.max_steps, integer=True),
         number_problem("num_train_epochs", args.num_train_epochs),
+        choice_problem("selection_metric", args.selection_metric, SELECTION_METRICS),
     )
     for seed in args.seeds or []:
         problems += _collect(number_problem("seeds", seed, ge=0, le=MAX_SEED, integer=True))
