@@ -20,6 +20,9 @@ FUSION_METHODS: tuple[str, ...] = ("average", "max", "prior", "router", "oracle"
 
 POOLING_METHODS: tuple[str, ...] = ("auto", "first", "last", "mean")
 
+ROUTER_INPUTS: tuple[str, ...] = ("backbone", "experts")
+"""What the router reads: the adapter-free pooled state, or the experts' pooled states."""
+
 # A Hub model id: "name" or "namespace/name" (huggingface_hub's rules, without importing it in remote code).
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
 
@@ -70,6 +73,9 @@ class MMoEConfig(PreTrainedConfig):
         classifier_dropout (`float`): dropout before every expert head.
         router_hidden_size (`int`): width of the router MLP's hidden layer (0 for a linear router).
         router_dropout (`float`): dropout inside the router MLP.
+        router_input (`str`, defaults to ``"backbone"``): what the router reads: ``"backbone"``, the adapter-free
+            pooled state ``[B, H]`` (the paper's router; one extra backbone pass per input), or ``"experts"``, the
+            experts' pooled states side by side ``[B, E * H]`` (no backbone pass of its own).
         router_focal_gamma, router_focal_alpha: focal loss of the router (paper: gamma=2, alpha=1).
         fusion (`str`, defaults to ``"router"``): default fusion rule of ``forward``; one of
             ``"average"``, ``"max"``, ``"prior"``, ``"router"``, ``"oracle"``.
@@ -105,6 +111,7 @@ class MMoEConfig(PreTrainedConfig):
         classifier_dropout: float = 0.1,
         router_hidden_size: int = 256,
         router_dropout: float = 0.1,
+        router_input: str = "backbone",
         router_focal_gamma: float = 2.0,
         router_focal_alpha: float = 1.0,
         fusion: str = "router",
@@ -137,6 +144,7 @@ class MMoEConfig(PreTrainedConfig):
         self.classifier_dropout = classifier_dropout
         self.router_hidden_size = router_hidden_size
         self.router_dropout = router_dropout
+        self.router_input = router_input
         self.router_focal_gamma = router_focal_gamma
         self.router_focal_alpha = router_focal_alpha
         self.fusion = fusion
@@ -174,6 +182,10 @@ class MMoEConfig(PreTrainedConfig):
 
     def validate_mmoe(self) -> None:
         """Check the MMoE-specific fields; raise ``ValueError`` saying what to fix."""
+        if getattr(self, "router_input", "backbone") not in ROUTER_INPUTS:
+            raise ValueError(
+                f"MMoEConfig: unknown router_input {self.router_input!r}; choose one of {list(ROUTER_INPUTS)}."
+            )
         if len(set(self.experts)) != len(self.experts) or not self.experts:
             raise ValueError(f"MMoEConfig: `experts` must be a non-empty list of unique names, got {self.experts}.")
         reserved = {"router", "__base__"} & set(self.experts)

@@ -754,7 +754,10 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
             {name: MMoEClassificationHead(self.hidden_size, config.num_labels, config.classifier_dropout)
              for name in self.experts}
         )
-        self.router = MMoERouter(self.hidden_size, len(self.experts), config.router_hidden_size, config.router_dropout)
+        # The router reads the adapter-free pooled state [B, H], or (router_input="experts") the experts' pooled
+        # states side by side [B, E * H], which needs no backbone pass of its own.
+        router_width = self.hidden_size * (len(self.experts) if self._router_reads_experts else 1)
+        self.router = MMoERouter(router_width, len(self.experts), config.router_hidden_size, config.router_dropout)
         # from_pretrained(dtype=bf16/fp16) builds the model under that default dtype; the heads and the router stay
         # float32 (_keep_in_fp32_modules_strict), also when their weights are missing from the checkpoint.
         for module in (self.expert_heads, self.router):
@@ -844,15 +847,28 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         self.expert_heads[expert].load_state_dict(head)
 
     # ------------------------------------------------------------------ forward
+    @property
+    def _router_reads_experts(self) -> bool:
+        return getattr(self.config, "router_input", "backbone") == "experts"
+
+    def _router_input(self, states: MMoEModelOutput) -> torch.Tensor:
+        """``pooled_output`` ``[B, H]``, or the experts' pooled states flattened ``[B, E * H]``."""
+        if self._router_reads_experts:
+            return states.expert_hidden_states.flatten(1)
+        return states.pooled_output
+
     @torch.no_grad()
     def router_features(self, **inputs: Any) -> torch.Tensor:
         """The router's input: the adapter-free backbone pass, pooled, ``[B, H]`` (``MMoEModel``'s
-        ``pooled_output``).
+        ``pooled_output``), or with ``config.router_input="experts"`` every expert's pooled state, ``[B, E * H]``.
 
-        The backbone is frozen and no adapter is active, so these features are constant while the router
-        trains: the pipeline computes them once and trains the router head on the cached ``[N, H]`` matrix.
+        The backbone is frozen and the experts are trained before the router, so these features are constant while
+        the router trains: the pipeline computes them once and trains the router head on the cached matrix.
         """
-        return self.mmoe(**inputs, experts=[], output_pooled_output=True, return_dict=True).pooled_output
+        reads_experts = self._router_reads_experts
+        states = self.mmoe(**inputs, experts=None if reads_experts else [], output_pooled_output=not reads_experts,
+                           return_dict=True)
+        return self._router_input(states)
 
     def forward(
         self,
@@ -913,11 +929,11 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
             output = MMoESequenceClassifierOutput(loss=loss, logits=logits)
             return output if return_dict else output.to_tuple()
 
-        states = self.mmoe(**backbone_inputs, return_dict=True)
+        states = self.mmoe(**backbone_inputs, output_pooled_output=not self._router_reads_experts, return_dict=True)
         expert_logits = torch.stack(
             [self.expert_heads[name](states.expert_hidden_states[:, i]) for i, name in enumerate(self.experts)], dim=1
         )
-        router_logits = self.router(states.pooled_output)
+        router_logits = self.router(self._router_input(states))
         router_weights = router_logits.float().softmax(-1).to(router_logits.dtype)
         probs = self._fuse(expert_logits, router_weights, fusion, fusion_weights, interaction_labels)
         loss = fused_nll_loss(probs, labels) if labels is not None else None

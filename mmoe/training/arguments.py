@@ -49,6 +49,14 @@ class ModelArguments:
     pooling: str = field(default="auto", metadata={"help": "first | last | mean | auto (by backbone family)."})
     router_hidden_size: int = field(default=256, metadata={"help": "Hidden width of the router MLP (0: linear)."})
     router_dropout: float = field(default=0.1, metadata={"help": "Dropout inside the router MLP."})
+    router_input: str = field(
+        default="backbone",
+        metadata={
+            "help": "What the router reads: backbone (the adapter-free pooled state, the paper's router; one extra "
+            "backbone pass per input) | experts (the experts' pooled states side by side; no pass of its own).",
+            "choices": ["backbone", "experts"],
+        },
+    )
     router_focal_gamma: float = field(default=2.0, metadata={"help": "Focal loss gamma of the router (paper: 2)."})
     router_focal_alpha: float = field(default=1.0, metadata={"help": "Focal loss alpha of the router (paper: 1)."})
     backbone_dtype: str = field(

@@ -98,7 +98,9 @@ _STAGE_ONLY = {
     "experts": ("expert_num_train_epochs", "min_expert_examples"),
     "router": ("router_num_train_epochs", "router_learning_rate"),
 }
-_ROUTER_MODEL_ARGS = ("router_hidden_size", "router_dropout", "router_focal_gamma", "router_focal_alpha")
+_ROUTER_MODEL_ARGS = (
+    "router_hidden_size", "router_dropout", "router_focal_gamma", "router_focal_alpha", "router_input",
+)
 
 
 class PipelineContext:
@@ -160,6 +162,7 @@ class PipelineContext:
             pooling=args.pooling,
             router_hidden_size=args.router_hidden_size,
             router_dropout=args.router_dropout,
+            router_input=args.router_input,
             router_focal_gamma=args.router_focal_gamma,
             router_focal_alpha=args.router_focal_alpha,
             id2label=self.id2label,
