@@ -59,6 +59,9 @@ class FusedLoraLinear(LoraLinear):
         hidden = hidden.reshape(num_experts, -1, hidden.shape[-1])  # [E, rows * ..., in]
         delta = torch.bmm(torch.bmm(hidden, lora_a.transpose(1, 2)), lora_b.transpose(1, 2))  # [E, rows * ..., out]
         delta = (delta * self.scaling[experts[0]]).reshape(result[: num_experts * rows].shape).to(result.dtype)
+        if not torch.is_grad_enabled():  # inference: add in place, no copy of the adapter-free group
+            result[: num_experts * rows] += delta
+            return result
         if plan.with_base:
             return torch.cat([result[: num_experts * rows] + delta, result[num_experts * rows:]], dim=0)
         return result + delta

@@ -99,3 +99,22 @@ def test_compiles_without_graph_breaks(tiny_bert_dir):
         compiled = torch.compile(model, fullgraph=True)(**batch)
     torch.testing.assert_close(compiled.logits, eager.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(compiled.expert_logits, eager.expert_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_router_reading_the_experts_needs_no_backbone_pass_of_its_own(tiny_bert_dir):
+    model = _model(tiny_bert_dir, router_input="experts").eval()
+    batch = _batch("bert")
+    rows: list[int] = []
+    embeddings = model.get_input_embeddings()
+    handle = embeddings.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    with torch.no_grad():
+        out = model(**batch)
+        states = model.mmoe(**batch, output_pooled_output=False).expert_hidden_states
+    handle.remove()
+    assert rows[0] == 3 * len(TEXTS)  # one fused pass over the three experts' rows, no adapter-free group
+    # independent: the router applied by hand to the experts' states side by side
+    expected = torch.softmax(model.router.net(states.flatten(1)), dim=-1)
+    torch.testing.assert_close(out.router_weights, expected, rtol=1e-5, atol=1e-6)
+    assert model.router_features(**batch).shape == (len(TEXTS), 3 * model.mmoe.hidden_size)
+    with pytest.raises(ValueError, match="unknown router_input"):
+        _model(tiny_bert_dir, router_input="pooled")

@@ -98,12 +98,13 @@ def test_changed_lora_rank_redoes_training_without_a_size_mismatch(first_run, tm
     assert lora_a and all(t.shape[0] == 4 for t in lora_a)
 
 
-def test_a_router_option_redoes_only_the_router(first_run, tmp_path, tiny_bert_dir, monkeypatch):
+@pytest.mark.parametrize("option", [("--router_learning_rate", "0.01"), ("--router_input", "experts")])
+def test_a_router_option_redoes_only_the_router(first_run, tmp_path, tiny_bert_dir, monkeypatch, option):
     data, out, _ = first_run
     run = _copy(out, tmp_path)
     stamps = {p: p.stat().st_mtime_ns for p in (run / "baseline").glob("*.safetensors")}
     trained = _trained_parts(monkeypatch)
-    train(_tiny_args(tiny_bert_dir, data, run, "--router_learning_rate", "0.01"))
+    train(_tiny_args(tiny_bert_dir, data, run, *option))
     assert trained == ["router"]
     assert stamps == {p: p.stat().st_mtime_ns for p in (run / "baseline").glob("*.safetensors")}
 
