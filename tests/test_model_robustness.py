@@ -85,12 +85,17 @@ def test_reload_with_more_labels_initialises_the_new_heads(saved_bert):
     assert out.logits.shape == (4, 3) and torch.isfinite(out.logits).all()
 
 
-def test_checkpoint_without_router_gets_a_fresh_router(saved_bert, tmp_path):
-    folder, saved = saved_bert
-    partial = tmp_path / "no-router"
+def _checkpoint_without_router(folder, saved, partial):
+    """A copy of the saved model whose weights file lacks every router tensor."""
     MMoEForSequenceClassification.from_pretrained(folder).save_pretrained(partial)
     save_file({k: v for k, v in saved.items() if not k.startswith("router.")}, str(partial / "model.safetensors"),
               metadata={"format": "pt"})
+    return partial
+
+
+def test_checkpoint_without_router_gets_a_fresh_router(saved_bert, tmp_path):
+    folder, saved = saved_bert
+    partial = _checkpoint_without_router(folder, saved, tmp_path / "no-router")
     torch.manual_seed(0)
     model, info = MMoEForSequenceClassification.from_pretrained(partial, output_loading_info=True)
     router_keys = {k for k in saved if k.startswith("router.")}
@@ -314,10 +319,7 @@ def test_bf16_backbone_keeps_heads_and_router_in_float32(saved_models, family):
 
 def test_missing_router_in_a_bf16_load_is_created_in_float32(saved_bert, tmp_path):
     folder, saved = saved_bert
-    partial = tmp_path / "no-router"
-    MMoEForSequenceClassification.from_pretrained(folder).save_pretrained(partial)
-    save_file({k: v for k, v in saved.items() if not k.startswith("router.")}, str(partial / "model.safetensors"),
-              metadata={"format": "pt"})
+    partial = _checkpoint_without_router(folder, saved, tmp_path / "no-router")
     model = MMoEForSequenceClassification.from_pretrained(partial, dtype=torch.bfloat16)
     assert _dtypes(model)["router"] == {torch.float32}
     assert torch.isfinite(model.router.net[1].weight).all() and model.router.net[1].weight.std() < 0.03
