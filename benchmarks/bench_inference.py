@@ -6,12 +6,14 @@
 Systems (``--systems`` picks a subset):
 
 * ``one_lora_model``: the backbone with one LoRA adapter and one head (one expert alone);
-* ``mmoe``: the default mixture: the E experts and the router's adapter-free pass in one fused batch
-  (one base matmul + one batched LoRA product per layer);
-* ``mmoe_peft_mixed``: the same batch through peft's mixed-adapter path (``fused_experts=False``);
+* ``mmoe``: the mixture as ``mmoe-train`` builds it by default: the E experts in one fused batch (one base
+  matmul + one batched LoRA product per layer) and a router that reads the experts' pooled states
+  (``router_input="experts"``), so no backbone pass of its own;
+* ``mmoe_backbone_router``: fused experts plus the paper's router, which reads an adapter-free pass (E + 1
+  groups in the fused batch);
+* ``mmoe_peft_mixed``: the paper's router, and the E + 1 passes through peft's mixed-adapter batch
+  (``fused_experts=False``): the previous default;
 * ``mmoe_sequential``: one backbone pass per expert and one for the router (``batched_experts=False``);
-* ``mmoe_experts_only``: the fused experts without the router's pass (the cost a router reading the experts'
-  states would have);
 * ``four_models``: the paper's deployment: three expert models and a router model, four backbone copies, run one
   after another.
 
@@ -36,6 +38,7 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from mmoe import MMoEConfig, MMoEForSequenceClassification
+from mmoe.modeling_mmoe import MMoERouter
 from mmoe.training.pipeline import resolve_backbone
 
 QWEN2_SIZES = {  # Qwen2 shapes, built from a config with random weights (speed and memory only)
@@ -46,7 +49,7 @@ QWEN2_SIZES = {  # Qwen2 shapes, built from a config with random weights (speed 
     "7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
                intermediate_size=18944),
 }
-SYSTEMS = ("one_lora_model", "mmoe", "mmoe_peft_mixed", "mmoe_sequential", "mmoe_experts_only", "four_models")
+SYSTEMS = ("one_lora_model", "mmoe", "mmoe_backbone_router", "mmoe_peft_mixed", "mmoe_sequential", "four_models")
 
 
 def build_mixture(args: argparse.Namespace, dtype: torch.dtype, experts: list[str]) -> MMoEForSequenceClassification:
@@ -138,10 +141,11 @@ def main() -> None:
             model.train_expert(experts[0]).eval()
             fn = compiled(model.forward)
             return (lambda batch: fn(**batch)), [model]
-        if name == "mmoe_experts_only":
-            fn = compiled(lambda **b: model.mmoe(**b, output_pooled_output=False))
-            return (lambda batch: fn(**batch)), [model]
-        model.config.fused_experts = name == "mmoe"
+        if name == "mmoe":
+            model.config.router_input = "experts"
+            model.router = MMoERouter(model.mmoe.hidden_size * len(experts), len(experts),
+                                      model.config.router_hidden_size, 0.0).to(args.device)
+        model.config.fused_experts = name in ("mmoe", "mmoe_backbone_router")
         model.config.batched_experts = name != "mmoe_sequential"
         fn = compiled(model.forward)
         return (lambda batch: fn(**batch)), [model]
