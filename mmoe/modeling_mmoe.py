@@ -584,6 +584,7 @@ class MMoEModel(MMoEPreTrainedModel):
 
     def _pooled(self, backbone_inputs: dict[str, Any], adapters: tuple[str, ...]) -> torch.Tensor:
         """Run the backbone with ``adapters`` active and pool: ``[B, H]``."""
+        self._clear_fused_plan()
         self._activate(adapters)
         return self._pool(self.backbone(**backbone_inputs), backbone_inputs)
 
@@ -606,10 +607,15 @@ class MMoEModel(MMoEPreTrainedModel):
         """The passes ``names`` (experts, and ``__base__`` for no adapter) as one ``len(names) * B`` batch, through
         peft's public ``PeftModel.forward(..., adapter_names=...)``; returns ``len(names)`` ``[B, H]``."""
         repeated = _repeat_batch(backbone_inputs, batch_size, len(names))
+        self._clear_fused_plan()
         self._activate(tuple(name for name in names if name != _BASE))
         adapter_names = [name for name in names for _ in range(batch_size)]
         outputs = self.backbone(**repeated, adapter_names=adapter_names)
         return self._pool(outputs, repeated).split(batch_size, dim=0)
+
+    def _checkpointing(self) -> bool:
+        """True when activation (gradient) checkpointing is on in the backbone."""
+        return any(getattr(module, "gradient_checkpointing", False) is True for module in self.backbone.modules())
 
     def _pooled_fused(
         self, backbone_inputs: dict[str, Any], batch_size: int, names: list[str]
@@ -621,11 +627,19 @@ class MMoEModel(MMoEPreTrainedModel):
         plan = self._fused_plan
         # Every adapter is applied by the fused layers from the plan; peft's own active adapter is left as it is.
         plan.experts, plan.with_base = tuple(experts), len(experts) < len(names)
+        # With activation checkpointing the layers run again during backward, so the plan stays set until the next
+        # pass of this model sets or clears it (every pass does, see _clear_fused_plan).
+        keep_plan = self.training and self._checkpointing()
         try:
             outputs = self.backbone(**repeated)
         finally:
-            plan.experts, plan.with_base = None, False
+            if not keep_plan:
+                self._clear_fused_plan()
         return self._pool(outputs, repeated).split(batch_size, dim=0)
+
+    def _clear_fused_plan(self) -> None:
+        if self._fused_plan is not None:
+            self._fused_plan.experts, self._fused_plan.with_base = None, False
 
     def backbone_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """The arguments of the backbone's forward: given, not MMoE's own, and checked against its modalities."""
@@ -682,6 +696,13 @@ class MMoEModel(MMoEPreTrainedModel):
             self._check_expert(expert)
         names = experts + ([_BASE] if output_pooled_output else [])
         fused = self.config.batched_experts and getattr(self.config, "fused_experts", True) and self._fused_plan
+        if self.training and len(names) > 1 and not fused and self._checkpointing():
+            # Recomputation during backward would run with whichever adapter was activated last.
+            raise ValueError(
+                "Training several experts at once with activation checkpointing needs the fused expert path "
+                "(config.batched_experts=True, config.fused_experts=True, LoRA on Linear layers only); train one "
+                "expert at a time (train_expert) or turn checkpointing off."
+            )
         if fused and len(names) > 1:
             pooled = list(self._pooled_fused(backbone_inputs, batch_size, names))
         elif self.config.batched_experts and not self.training and len(names) > 1:

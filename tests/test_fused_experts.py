@@ -118,3 +118,29 @@ def test_router_reading_the_experts_needs_no_backbone_pass_of_its_own(tiny_bert_
     assert model.router_features(**batch).shape == (len(TEXTS), 3 * model.mmoe.hidden_size)
     with pytest.raises(ValueError, match="unknown router_input"):
         _model(tiny_bert_dir, router_input="pooled")
+
+
+def test_activation_checkpointing_trains_the_mixture_correctly(tiny_bert_dir):
+    """Checkpointing recomputes each layer during backward: the fused plan must still hold then, so the gradients
+    equal those without checkpointing. Without the fused path, training several experts at once is refused."""
+    batch = _batch("bert")
+    labels = torch.tensor([0, 1, 1, 0])
+    grads = {}
+    for checkpointing in (False, True):
+        model = _model(tiny_bert_dir).train_mixture().train()
+        for config in (model.config.backbone_config, model.mmoe.backbone.get_base_model().config):
+            config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model(**batch, labels=labels).loss.backward()
+        grads[checkpointing] = {n: p.grad for n, p in model.named_parameters() if "lora_" in n and p.grad is not None}
+    assert grads[False] and grads[False].keys() == grads[True].keys()
+    for name, grad in grads[False].items():
+        torch.testing.assert_close(grads[True][name], grad, rtol=1e-4, atol=1e-6)
+    model = _model(tiny_bert_dir, fused_experts=False).train_mixture().train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    with pytest.raises(ValueError, match="needs the fused expert path"):
+        model(**batch, labels=labels)
