@@ -872,7 +872,13 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
     def _router_reads_experts(self) -> bool:
         return getattr(self.config, "router_input", "backbone") == "experts"
 
-    def _router_input(self, states: MMoEModelOutput) -> torch.Tensor:
+    def expert_logits_from(self, states: MMoEModelOutput) -> torch.Tensor:
+        """Every expert's head on its pooled state: ``[B, E, H]`` -> ``[B, E, C]``."""
+        return torch.stack(
+            [self.expert_heads[name](states.expert_hidden_states[:, i]) for i, name in enumerate(self.experts)], dim=1
+        )
+
+    def router_inputs(self, states: MMoEModelOutput) -> torch.Tensor:
         """``pooled_output`` ``[B, H]``, or the experts' pooled states flattened ``[B, E * H]``."""
         if self._router_reads_experts:
             return states.expert_hidden_states.flatten(1)
@@ -889,7 +895,7 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         reads_experts = self._router_reads_experts
         states = self.mmoe(**inputs, experts=None if reads_experts else [], output_pooled_output=not reads_experts,
                            return_dict=True)
-        return self._router_input(states)
+        return self.router_inputs(states)
 
     def forward(
         self,
@@ -951,10 +957,8 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
             return output if return_dict else output.to_tuple()
 
         states = self.mmoe(**backbone_inputs, output_pooled_output=not self._router_reads_experts, return_dict=True)
-        expert_logits = torch.stack(
-            [self.expert_heads[name](states.expert_hidden_states[:, i]) for i, name in enumerate(self.experts)], dim=1
-        )
-        router_logits = self.router(self._router_input(states))
+        expert_logits = self.expert_logits_from(states)
+        router_logits = self.router(self.router_inputs(states))
         router_weights = router_logits.float().softmax(-1).to(router_logits.dtype)
         probs = self._fuse(expert_logits, router_weights, fusion, fusion_weights, interaction_labels)
         loss = fused_nll_loss(probs, labels) if labels is not None else None

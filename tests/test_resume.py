@@ -98,7 +98,9 @@ def test_changed_lora_rank_redoes_training_without_a_size_mismatch(first_run, tm
     assert lora_a and all(t.shape[0] == 4 for t in lora_a)
 
 
-@pytest.mark.parametrize("option", [("--router_learning_rate", "0.01"), ("--router_input", "backbone")])
+@pytest.mark.parametrize(
+    "option", [("--router_learning_rate", "0.01"), ("--router_input", "backbone"), ("--router_objective", "mixture")]
+)
 def test_a_router_option_redoes_only_the_router(first_run, tmp_path, tiny_bert_dir, monkeypatch, option):
     data, out, _ = first_run
     run = _copy(out, tmp_path)

@@ -58,6 +58,15 @@ class ModelArguments:
             "choices": ["backbone", "experts"],
         },
     )
+    router_objective: str = field(
+        default="interaction",
+        metadata={
+            "help": "What the router is trained for: interaction (the paper: a focal-loss classifier of each training "
+            "row's interaction) | mixture (the negative log-likelihood of the fused prediction with the experts "
+            "frozen, selected by the fused prediction's validation macro-F1).",
+            "choices": ["interaction", "mixture"],
+        },
+    )
     router_focal_gamma: float = field(default=2.0, metadata={"help": "Focal loss gamma of the router (paper: 2)."})
     router_focal_alpha: float = field(default=1.0, metadata={"help": "Focal loss alpha of the router (paper: 1)."})
     backbone_dtype: str = field(

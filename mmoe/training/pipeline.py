@@ -35,7 +35,7 @@ from ..configuration_mmoe import DEFAULT_EXPERTS
 from ..data.collators import MMoECollator
 from ..data.multimodal_collator import MultimodalCollator, build_collator, load_processor
 from ..fusion import fuse
-from ..losses import focal_loss
+from ..losses import focal_loss, fused_nll_loss
 from ..metrics import METRIC_NAMES
 from ..modeling_mmoe import MMoEForSequenceClassification
 from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
@@ -100,6 +100,7 @@ _STAGE_ONLY = {
 }
 _ROUTER_MODEL_ARGS = (
     "router_hidden_size", "router_dropout", "router_focal_gamma", "router_focal_alpha", "router_input",
+    "router_objective",
 )
 
 
@@ -323,14 +324,17 @@ def _train_part(
 ) -> dict[str, Any]:
     """Train one expert (``part`` = its name) or the router (``part`` = "router"); keep the best epoch."""
     is_router = part == "router"
+    objective = ctx.model_args.router_objective
     if is_router:
-        # The router reads frozen, adapter-free features: compute them once, then train only the head.
-        trained: nn.Module = RouterHeadModule(model)
+        # The router reads frozen features (and, for the mixture objective, frozen expert logits): compute them
+        # once, then train only the head.
+        trained: nn.Module = RouterHeadModule(model, objective)
         train, evaluation = (_router_feature_rows(ctx, model, split, stage_dir) if split is not None else None
                              for split in (train, evaluation))
         get_state = lambda: {k: v for k, v in model.state_dict().items() if k.startswith("router.")}  # noqa: E731
         set_state = lambda s: model.load_state_dict(s, strict=False)  # noqa: E731
-        metric, collator = "macro_f1", default_data_collator  # macro-F1 over interactions (paper, appendix H)
+        # macro-F1 over interactions (paper, appendix H), or over classes of the fused prediction
+        metric, collator = "macro_f1", default_data_collator
     else:
         trained = model.train_expert(part)
         get_state = lambda: model.expert_state_dict(part)  # noqa: E731
@@ -342,7 +346,7 @@ def _train_part(
         stage_dir / "trainer",
         num_train_epochs=epochs,
         learning_rate=ctx.training_args.router_learning_rate if is_router else None,
-        label_names=["interaction_labels"] if is_router else ["labels"],
+        label_names=["interaction_labels"] if is_router and objective == "interaction" else ["labels"],
         eval_strategy="epoch" if evaluation is not None else "no",
         seed=ctx.seed,
         # The router head on cached features is a small MLP: nothing to checkpoint.
@@ -355,7 +359,8 @@ def _train_part(
         eval_dataset=evaluation,
         data_collator=collator,
         compute_metrics=make_compute_metrics(
-            len(ctx.experts) if is_router else ctx.num_labels, average="macro" if is_router else None
+            len(ctx.experts) if is_router and objective == "interaction" else ctx.num_labels,
+            average="macro" if is_router else None,
         ),
         callbacks=[keep_best, ModelCardCallback(stage=_stage_name(part), output_dir=ctx.run_dir)],
     )
@@ -396,45 +401,78 @@ def _stage_name(part: str) -> str:
 
 
 class RouterHeadModule(nn.Module):
-    """The router head of ``model`` on cached features: ``forward(features [B, H], interaction_labels [B])``.
+    """The router head of ``model`` on cached inputs, trained for one of two objectives:
+
+    * ``"interaction"`` (the paper): ``forward(features, interaction_labels)``; focal loss of the router's scores
+      ``[B, E]`` against each row's interaction; ``logits`` are those scores.
+    * ``"mixture"``: ``forward(features, expert_logits, labels)``; the negative log-likelihood of the fused
+      prediction ``sum_i w_i(x) softmax(f_i(x))`` at the label, with the experts frozen (their logits
+      ``[B, E, C]`` are cached); ``logits`` are the log fused probabilities ``[B, C]``.
 
     Shares its parameters with ``model.router``, so training this trains the mixture's router.
     """
 
-    def __init__(self, model: MMoEForSequenceClassification) -> None:
+    def __init__(self, model: MMoEForSequenceClassification, objective: str = "interaction") -> None:
         super().__init__()
         self.router = model.router
+        self.objective = objective
         self.gamma, self.alpha = model.config.router_focal_gamma, model.config.router_focal_alpha
 
-    def forward(self, features: torch.Tensor, interaction_labels: torch.Tensor | None = None) -> dict[str, Any]:
-        logits = self.router(features)  # the router casts its input to its own (float32) dtype
-        out: dict[str, Any] = {"logits": logits}
+    def forward(
+        self,
+        features: torch.Tensor,
+        interaction_labels: torch.Tensor | None = None,
+        expert_logits: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        scores = self.router(features)  # the router casts its input to its own (float32) dtype
+        if self.objective == "mixture":
+            probs = fuse(expert_logits.float(), "router", scores.float().softmax(-1))
+            out: dict[str, Any] = {"logits": probs.clamp_min(1e-12).log()}
+            if labels is not None:
+                out["loss"] = fused_nll_loss(probs, labels)
+            return out
+        out = {"logits": scores}
         if interaction_labels is not None:
-            out["loss"] = focal_loss(logits, interaction_labels, self.gamma, self.alpha)
+            out["loss"] = focal_loss(scores, interaction_labels, self.gamma, self.alpha)
         return out
 
 
 class RouterFeatureModule(nn.Module):
-    """``forward(**inputs) -> {"logits": model.router_features(**inputs)}`` (``[B, H]``), so that
-    ``Trainer.predict`` computes the router's cached features with the run's device, precision and processes."""
+    """``forward(**inputs) -> {"logits": router inputs [B, D], "expert_logits": [B, E, C]}`` (the expert logits
+    only with ``with_expert_logits``), so that ``Trainer.predict`` computes what the router stage caches with the
+    run's device, precision and processes."""
 
-    def __init__(self, model: MMoEForSequenceClassification) -> None:
+    def __init__(self, model: MMoEForSequenceClassification, with_expert_logits: bool = False) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.with_expert_logits = model, with_expert_logits
 
     def forward(self, **inputs: Any) -> dict[str, torch.Tensor]:
-        return {"logits": self.model.router_features(**inputs)}
+        if not self.with_expert_logits:
+            return {"logits": self.model.router_features(**inputs)}
+        with torch.no_grad():
+            states = self.model.mmoe(**inputs, output_pooled_output=self.model.config.router_input != "experts",
+                                     return_dict=True)
+            return {"logits": self.model.router_inputs(states), "expert_logits": self.model.expert_logits_from(states)}
 
 
 def _router_feature_rows(
     ctx: PipelineContext, model: MMoEForSequenceClassification, split: Dataset, stage_dir: Path
 ) -> Dataset:
-    """``{"features": [H] floats, "interaction_labels": int}`` per row, from one adapter-free pass."""
+    """Per row: ``features`` (the router's input), ``interaction_labels`` and, for the mixture objective,
+    ``expert_logits`` ``[E, C]`` of the frozen experts and the class ``labels``."""
     model.train_router().eval()
-    features = predict(RouterFeatureModule(model), split, ctx.collator(), ctx.training_args,
-                       stage_dir / "features", fields=("features",))["features"]
-    labels = np.asarray([ctx.experts.index(i) for i in split["interaction"]])
-    return Dataset.from_dict({"features": features, "interaction_labels": labels}).with_format("torch")
+    mixture = ctx.model_args.router_objective == "mixture"
+    out = predict(RouterFeatureModule(model, with_expert_logits=mixture), split, ctx.collator(), ctx.training_args,
+                  stage_dir / "features", fields=("features", "expert_logits"))
+    columns: dict[str, Any] = {
+        "features": out["features"],
+        "interaction_labels": np.asarray([ctx.experts.index(i) for i in split["interaction"]]),
+    }
+    if mixture:
+        columns["expert_logits"] = out["expert_logits"]
+        columns["labels"] = np.asarray(split[ctx.data_args.label_column])
+    return Dataset.from_dict(columns).with_format("torch")
 
 
 def run_baseline(ctx: PipelineContext, dataset: DatasetDict) -> dict[str, torch.Tensor]:
