@@ -28,6 +28,16 @@ from .formatting import (
 )
 
 
+def router_procedure(data: MMoEModelCardData) -> str:
+    """How the router was trained, for the card's "Training procedure" (from the config and the run's options)."""
+    reads = ("the experts' pooled states" if data.config.get("router_input") == "experts"
+             else "the backbone's adapter-free pooled representation")
+    if data.hyperparameters.get("router_objective") == "mixture":
+        return (f"an MLP on {reads}, trained for the fused prediction itself (negative log-likelihood of the "
+                "weighted expert probabilities, experts frozen) and selected by the fused validation macro-F1.")
+    return f"an interaction classifier on {reads}, trained with focal loss."
+
+
 def model_details_rows(data: MMoEModelCardData) -> list[list[str]]:
     """The "Model details" table: backbone, experts, router, fusion, LoRA, labels."""
     config = data.config
@@ -36,11 +46,15 @@ def model_details_rows(data: MMoEModelCardData) -> list[list[str]]:
     targets = config.get("lora_target_modules")
     router_hidden = config.get("router_hidden_size")
     router = "linear layer" if router_hidden == 0 else (f"MLP, hidden size {router_hidden}" if router_hidden else None)
-    if router and config.get("router_focal_gamma") is not None:
-        router += (
-            f"; focal loss γ={config.get('router_focal_gamma')}, α={config.get('router_focal_alpha')}"
-            f", dropout {config.get('router_dropout')}"
-        )
+    if router:
+        reads = ("the experts' pooled states" if config.get("router_input") == "experts"
+                 else "the backbone's adapter-free pooled state")
+        router += f" reading {reads}"
+        if data.hyperparameters.get("router_objective") == "mixture":
+            router += "; trained for the fused prediction (NLL, experts frozen)"
+        elif config.get("router_focal_gamma") is not None:
+            router += f"; focal loss γ={config.get('router_focal_gamma')}, α={config.get('router_focal_alpha')}"
+        router += f", dropout {config.get('router_dropout')}"
     prior = config.get("prior_weights")
     rows = [
         ["Model type", "MMoE: mixture of multimodal interaction experts (LoRA experts + router over one backbone)"],
@@ -102,6 +116,7 @@ def template_context(data: MMoEModelCardData) -> dict[str, Any]:
             }
         )
     return {
+        "router_procedure": router_procedure(data),
         "model_name": data.resolved_model_name(),
         "model_id": data.model_id or PLACEHOLDER_MODEL_ID,
         "has_model_id": bool(data.model_id),

@@ -613,6 +613,7 @@ def _write_run_info(
         "per_device_train_batch_size": training_args.per_device_train_batch_size,
         "max_length": data_args.max_length, "selection_metric": training_args.selection_metric,
         "router_focal_gamma": model_args.router_focal_gamma, "router_focal_alpha": model_args.router_focal_alpha,
+        "router_input": model_args.router_input, "router_objective": model_args.router_objective,
         "unimodal_source": data_args.unimodal_source, "text_template": text_template(data_args),
     }
     info = {
