@@ -99,7 +99,8 @@ def test_changed_lora_rank_redoes_training_without_a_size_mismatch(first_run, tm
 
 
 @pytest.mark.parametrize(
-    "option", [("--router_learning_rate", "0.01"), ("--router_input", "backbone"), ("--router_objective", "interaction")]
+    "option",
+    [("--router_learning_rate", "0.01"), ("--router_input", "backbone"), ("--router_objective", "interaction")],
 )
 def test_a_router_option_redoes_only_the_router(first_run, tmp_path, tiny_bert_dir, monkeypatch, option):
     data, out, _ = first_run

@@ -193,14 +193,11 @@ class PipelineContext:
 def backbone_load_kwargs(model_args: ModelArguments) -> dict[str, Any]:
     """``from_pretrained`` options of the backbone from ``--backbone_dtype`` / ``--attn_implementation``."""
     kwargs: dict[str, Any] = {}
-    dtype = getattr(model_args, "backbone_dtype", None)
-    if dtype and dtype != "auto":
-        kwargs["dtype"] = getattr(torch, dtype)
-    elif dtype == "auto":
-        kwargs["dtype"] = "auto"
-    attn = getattr(model_args, "attn_implementation", None)
-    if attn:
-        kwargs["attn_implementation"] = attn
+    dtype = model_args.backbone_dtype
+    if dtype:  # "auto" keeps the checkpoint's dtype; a name becomes the torch dtype
+        kwargs["dtype"] = dtype if dtype == "auto" else getattr(torch, dtype)
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
     return kwargs
 
 
