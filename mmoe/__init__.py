@@ -1,6 +1,7 @@
 """mmoe: mixtures of multimodal interaction experts for Hugging Face ``transformers``."""
 
-from .configuration_mmoe import DEFAULT_EXPERTS, FUSION_METHODS, MMoEConfig
+from .configuration_mmoe import DEFAULT_EXPERTS, FUSION_METHODS, I2MoEConfig, MMoEConfig
+from .modeling_i2moe import I2MoEForSequenceClassification, I2MoEModel, I2MoESequenceClassifierOutput
 from .modeling_mmoe import (
     MMoEForSequenceClassification,
     MMoEModel,
@@ -14,6 +15,10 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_EXPERTS",
     "FUSION_METHODS",
+    "I2MoEConfig",
+    "I2MoEForSequenceClassification",
+    "I2MoEModel",
+    "I2MoESequenceClassifierOutput",
     "MMoEConfig",
     "MMoEForSequenceClassification",
     "MMoEModel",
@@ -31,3 +36,6 @@ from transformers import AutoModelForSequenceClassification as _AutoModelForSequ
 _AutoConfig.register("mmoe", MMoEConfig, exist_ok=True)
 _AutoModel.register(MMoEConfig, MMoEModel, exist_ok=True)
 _AutoModelForSequenceClassification.register(MMoEConfig, MMoEForSequenceClassification, exist_ok=True)
+_AutoConfig.register("i2moe", I2MoEConfig, exist_ok=True)
+_AutoModel.register(I2MoEConfig, I2MoEModel, exist_ok=True)
+_AutoModelForSequenceClassification.register(I2MoEConfig, I2MoEForSequenceClassification, exist_ok=True)

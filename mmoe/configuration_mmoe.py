@@ -23,6 +23,23 @@ POOLING_METHODS: tuple[str, ...] = ("auto", "first", "last", "mean")
 ROUTER_INPUTS: tuple[str, ...] = ("backbone", "experts")
 """What the router reads: the adapter-free pooled state, or the experts' pooled states."""
 
+METHODS: tuple[str, ...] = ("mmoe", "i2moe")
+"""The two training methods: MMoE (categorize, one expert per interaction, router) and I2MoE (end to end)."""
+
+REWEIGHTING_METHODS: tuple[str, ...] = ("mlp", "global")
+"""I2MoE's reweighting model: a per-sample MLP, or one learned weight vector for every sample (the ablation)."""
+
+IMAGE_MODALITY = "image"
+"""The modality name that means the image of a vision-language backbone (masked at its pixels)."""
+
+_MODALITY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def i2moe_expert_names(modalities: list[str] | tuple[str, ...]) -> list[str]:
+    """I2MoE's ``n + 2`` experts for ``n`` modalities, in the order of the model:
+    ``uniqueness_<modality>`` for each modality, then ``synergy`` and ``redundancy``."""
+    return [f"uniqueness_{name}" for name in modalities] + ["synergy", "redundancy"]
+
 # A Hub model id: "name" or "namespace/name" (huggingface_hub's rules, without importing it in remote code).
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
 
@@ -216,4 +233,93 @@ class MMoEConfig(PreTrainedConfig):
                 f"MMoEConfig: `num_labels` must be at least 2, got {num_labels} (id2label={self.id2label}). Every "
                 "expert is a softmax classifier over the classes: with one class its loss is always 0. For a binary "
                 "task use num_labels=2."
+            )
+
+
+class I2MoEConfig(MMoEConfig):
+    r"""Configuration of :class:`~mmoe.modeling_i2moe.I2MoEForSequenceClassification` (I2MoE, Xin et al., ICML 2025).
+
+    Everything of :class:`MMoEConfig` (backbone, LoRA settings, pooling, saving), plus:
+
+    Args:
+        modalities (`list[str]`, defaults to ``["caption", "text"]``):
+            The ``n >= 2`` modalities, in order. A text modality is a set of input positions that the collator
+            marks in ``modality_ids`` (``mmoe.data.modalities.ModalityCollator``: a column of the text template);
+            the name ``"image"`` is the image of a vision-language backbone. The experts are derived from them:
+            ``uniqueness_<modality>`` for each, then ``synergy`` and ``redundancy`` (:func:`i2moe_expert_names`);
+            an ``experts`` value that differs is refused.
+        interaction_loss_weight (`float`, defaults to 0.01, I2MoE's default):
+            ``lambda`` in ``loss = task loss + lambda * mean interaction loss``. ``0`` is I2MoE's
+            no-interaction-loss ablation (and skips the masked passes).
+        reweighting (`str`, defaults to ``"mlp"``):
+            ``"mlp"``: per-sample expert weights from an MLP over the per-modality pooled states of the adapter-free
+            backbone pass (I2MoE's reweighting model); ``"global"``: one learned weight vector for all samples
+            (I2MoE's fixed-weight ablation; no adapter-free pass).
+        reweighting_temperature (`float`, defaults to 1.0): the weights are ``softmax(scores / temperature)``.
+        reweighting_hidden_size (`int`, defaults to 256): hidden width of the reweighting MLP.
+        reweighting_dropout (`float`, defaults to 0.1): dropout inside the reweighting MLP.
+    """
+
+    model_type = "i2moe"
+
+    def __init__(
+        self,
+        modalities: list[str] | tuple[str, ...] | None = None,
+        interaction_loss_weight: float = 0.01,
+        reweighting: str = "mlp",
+        reweighting_temperature: float = 1.0,
+        reweighting_hidden_size: int = 256,
+        reweighting_dropout: float = 0.1,
+        **kwargs: Any,
+    ) -> None:
+        self.modalities = list(modalities) if modalities is not None else ["caption", "text"]
+        self.interaction_loss_weight = interaction_loss_weight
+        self.reweighting = reweighting
+        self.reweighting_temperature = reweighting_temperature
+        self.reweighting_hidden_size = reweighting_hidden_size
+        self.reweighting_dropout = reweighting_dropout
+        self._check_modalities()
+        derived = i2moe_expert_names(self.modalities)
+        given = kwargs.pop("experts", None)
+        if given is not None and list(given) != derived:
+            raise ValueError(
+                f"I2MoEConfig: the experts follow from the modalities {self.modalities}: {derived}; got experts="
+                f"{list(given)}. Set `modalities` instead."
+            )
+        kwargs.setdefault(
+            "auto_map",
+            {
+                "AutoConfig": "configuration_mmoe.I2MoEConfig",
+                "AutoModel": "modeling_i2moe.I2MoEModel",
+                "AutoModelForSequenceClassification": "modeling_i2moe.I2MoEForSequenceClassification",
+            },
+        )
+        super().__init__(experts=derived, **kwargs)
+        self.validate_i2moe()
+
+    def _check_modalities(self) -> None:
+        names = self.modalities
+        if len(names) < 2:
+            raise ValueError(
+                f"I2MoEConfig: I2MoE needs at least two modalities, got {names}. Its experts are defined by what "
+                "masking one modality does to the others; for one modality train a plain classifier."
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"I2MoEConfig: modality names must be unique, got {names}.")
+        bad = [name for name in names if not isinstance(name, str) or not _MODALITY_NAME.match(name)]
+        if bad:
+            raise ValueError(f"I2MoEConfig: modality names must be identifiers (letters, digits, _), got {bad}.")
+
+    def validate_i2moe(self) -> None:
+        """Check the I2MoE-specific fields; raise ``ValueError`` saying what to fix."""
+        self._check_modalities()
+        if self.reweighting not in REWEIGHTING_METHODS:
+            raise ValueError(
+                f"I2MoEConfig: unknown reweighting {self.reweighting!r}; choose one of {list(REWEIGHTING_METHODS)}."
+            )
+        if not self.reweighting_temperature > 0:
+            raise ValueError(f"I2MoEConfig: reweighting_temperature must be > 0, got {self.reweighting_temperature}.")
+        if not self.interaction_loss_weight >= 0:
+            raise ValueError(
+                f"I2MoEConfig: interaction_loss_weight must be >= 0, got {self.interaction_loss_weight}."
             )

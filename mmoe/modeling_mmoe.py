@@ -65,6 +65,7 @@ _COMPANION_FILES = (
 )
 _NON_BACKBONE_KWARGS = (
     "labels", "interaction_labels", "fusion", "fusion_weights", "return_dict", "experts", "output_pooled_output",
+    "modality_ids",
 )
 # The LoRA weights that peft's `reset_lora_parameters` initialises (MMoE does not use DoRA's magnitude vectors).
 _LORA_WEIGHT_NAMES = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B")
@@ -174,7 +175,7 @@ class MMoEPreTrainedModel(PreTrainedModel):
     # the plain `_keep_in_fp32_modules` only acts for fp16). They are tiny, and float32 keeps the softmax, the fusion
     # and the router's gradients stable. The patterns are regexes searched in parameter names, anchored so that a
     # backbone's own `router` (mixture-of-experts LLMs) is not matched.
-    _keep_in_fp32_modules_strict = [r"^expert_heads\.", r"^router\."]
+    _keep_in_fp32_modules_strict = [r"^expert_heads\.", r"^router\.", r"^reweighting\."]
 
     def _lora_backbone(self) -> PeftModel | None:
         """The ``PeftModel`` holding the backbone and the adapters (``None`` while it is being built)."""
@@ -219,8 +220,9 @@ class MMoEPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
 
     def _is_own_module(self, module: nn.Module) -> bool:
-        """True for modules of MMoE's own layers (the heads and the router), which live outside the backbone."""
-        roots = [self.__dict__.get("_modules", {}).get(name) for name in ("expert_heads", "router")]
+        """True for modules of MMoE's own layers (the heads, the router or I2MoE's reweighting model), which live
+        outside the backbone."""
+        roots = [self.__dict__.get("_modules", {}).get(name) for name in ("expert_heads", "router", "reweighting")]
         return any(module is own for root in roots if root is not None for own in root.modules())
 
     def _is_lora_module(self, module: nn.Module) -> bool:
@@ -306,7 +308,7 @@ class MMoEPreTrainedModel(PreTrainedModel):
         if id2label is not None:
             label_kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
             label_kwargs["label2id"] = {v: int(k) for k, v in id2label.items()}
-        config = MMoEConfig(
+        config = cls.config_class(
             backbone_config=backbone.config,
             backbone_name_or_path=str(backbone_name_or_path),
             **label_kwargs,
@@ -361,7 +363,7 @@ class MMoEPreTrainedModel(PreTrainedModel):
         want_info = kwargs.pop("output_loading_info", False)
         # Checkpoints written before MMoEModel existed keep the backbone under `backbone.model.`.
         target = "backbone.base_model.model."
-        if cls is not MMoEModel:
+        if not issubclass(cls, MMoEModel):
             target = f"{cls.base_model_prefix}.{target}"
         kwargs.setdefault("key_mapping", {r"^backbone\.model\.": target})
         model, info = super().from_pretrained(
@@ -589,6 +591,10 @@ class MMoEModel(MMoEPreTrainedModel):
         return self._pool(self.backbone(**backbone_inputs), backbone_inputs)
 
     def _pool(self, outputs: Any, backbone_inputs: dict[str, Any]) -> torch.Tensor:
+        return pool_hidden_states(self.last_hidden_state(outputs), backbone_inputs.get("attention_mask"), self.pooling)
+
+    def last_hidden_state(self, outputs: Any) -> torch.Tensor:
+        """The backbone's last hidden states ``[B, T', H]`` from its output."""
         if self._language_model_states:
             # BLIP-2: AutoModel returns the causal LM's logits; the states are its last hidden layer.
             hidden = outputs.language_model_outputs.hidden_states[-1]
@@ -599,7 +605,50 @@ class MMoEModel(MMoEPreTrainedModel):
                 f"MMoE cannot pool the output of backbone {self.config.backbone_config.model_type!r}: it returned "
                 "no [batch, sequence, hidden] `last_hidden_state`. Use a backbone whose AutoModel returns one."
             )
-        return pool_hidden_states(hidden, backbone_inputs.get("attention_mask"), self.pooling)
+        return hidden
+
+    def run_groups(self, grouped_inputs: dict[str, Any], groups: list[str | None]) -> torch.Tensor:
+        """Run the backbone on a batch laid out as ``len(groups)`` groups of ``B`` rows each, group ``g`` (rows
+        ``g * B`` to ``(g + 1) * B``) with the adapter ``groups[g]`` active (``None``: no adapter, last group only).
+        Returns the last hidden states ``[len(groups) * B, T', H]``.
+
+        Groups may repeat an expert (I2MoE runs each expert on the full and on masked inputs) and may hold
+        different inputs. With the fused path (:mod:`.fused_lora`) this is one backbone call, in training too;
+        otherwise one call per group.
+        """
+        if None in groups[:-1]:
+            raise ValueError("run_groups: only the last group may run without adapter.")
+        for name in groups:
+            if name is not None:
+                self._check_expert(name)
+        fused = self.config.batched_experts and getattr(self.config, "fused_experts", True) and self._fused_plan
+        if fused:
+            plan = self._fused_plan
+            plan.experts = tuple(name for name in groups if name is not None)
+            plan.with_base = groups[-1] is None
+            keep_plan = self.training and self._checkpointing()  # see _pooled_fused
+            try:
+                return self.last_hidden_state(self.backbone(**grouped_inputs))
+            finally:
+                if not keep_plan:
+                    self._clear_fused_plan()
+        if self.training and len(groups) > 1 and self._checkpointing():
+            raise ValueError(
+                "Running several adapters in one training step with activation checkpointing needs the fused expert "
+                "path (config.batched_experts=True, config.fused_experts=True, LoRA on Linear layers only); turn "
+                "checkpointing off."
+            )
+        total = self.batch_size(grouped_inputs)
+        batch_size = total // len(groups)
+        hidden = []
+        for index, name in enumerate(groups):
+            rows = slice(index * batch_size, (index + 1) * batch_size)
+            part = {k: v[rows] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == total else v
+                    for k, v in grouped_inputs.items()}
+            self._clear_fused_plan()
+            self._activate(() if name is None else (name,))
+            hidden.append(self.last_hidden_state(self.backbone(**part)))
+        return torch.cat(hidden, dim=0)
 
     def _pooled_mixed_batch(
         self, backbone_inputs: dict[str, Any], batch_size: int, names: list[str]
@@ -741,7 +790,102 @@ class MMoEModel(MMoEPreTrainedModel):
 
 
 
-class MMoEForSequenceClassification(MMoEPreTrainedModel):
+class MMoEExpertHeadsMixin:
+    """What the classifiers on :class:`MMoEModel` share: ``self.mmoe`` and one head per expert in ``expert_heads``.
+
+    Embedding delegation, per-expert parameter names, copying an expert's weights between models
+    (:meth:`expert_state_dict` / :meth:`load_expert_state_dict`) and the label checks of ``forward``.
+    """
+
+    mmoe: MMoEModel
+    expert_heads: nn.ModuleDict
+    experts: list[str]
+
+    # ------------------------------------------------------------------ embeddings
+    def get_input_embeddings(self) -> nn.Module:
+        """The backbone's input embeddings (used by ``enable_input_require_grads`` and gradient checkpointing)."""
+        return self.mmoe.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.mmoe.set_input_embeddings(value)
+
+    # ------------------------------------------------------------------ training targets
+    def _expert_parameter_pattern(self, expert: str) -> re.Pattern[str]:
+        return re.compile(rf"(^|\.)lora_[A-Za-z_]+\.{re.escape(expert)}(\.|$)|^expert_heads\.{re.escape(expert)}\.")
+
+    def expert_parameter_names(self, expert: str) -> list[str]:
+        """Names of the parameters that belong to one expert: its LoRA adapter and its head."""
+        self._check_expert(expert)
+        pattern = self._expert_parameter_pattern(expert)
+        return [name for name, _ in self.named_parameters() if pattern.search(name)]
+
+    def _set_trainable(self, trainable_names: set[str]) -> None:
+        for name, param in self.named_parameters():
+            param.requires_grad_(name in trainable_names)
+
+    def _check_expert(self, expert: str) -> None:
+        self.mmoe._check_expert(expert)
+
+    # ------------------------------------------------------------------ expert weights
+    def expert_state_dict(self, expert: str) -> dict[str, torch.Tensor]:
+        """One expert's weights as a flat ``str -> Tensor`` dict, independent of the expert's name: its LoRA adapter in
+        peft's format (``get_peft_model_state_dict(adapter_name=expert)``, keys ``base_model.model...lora_A.weight``)
+        and its head under ``head.`` (``head.out_proj.weight``, ``head.out_proj.bias``).
+
+        Together with :meth:`load_expert_state_dict` this copies an expert between models or names,
+        e.g. to start every expert from a fine-tuned single-model baseline (paper, appendix G).
+        """
+        adapter = {k: v.detach().clone() for k, v in self.mmoe.adapter_state_dict(expert).items()}
+        head = {f"{_HEAD_PREFIX}{k}": v.detach().clone() for k, v in self.expert_heads[expert].state_dict().items()}
+        return {**adapter, **head}
+
+    def load_expert_state_dict(self, expert_state: dict[str, torch.Tensor], expert: str) -> None:
+        """Load weights from :meth:`expert_state_dict` (of this or another model) into ``expert``."""
+        self._check_expert(expert)
+        head = {k[len(_HEAD_PREFIX):]: v for k, v in expert_state.items() if k.startswith(_HEAD_PREFIX)}
+        adapter = {k: v for k, v in expert_state.items() if not k.startswith(_HEAD_PREFIX)}
+        expected_head = set(self.expert_heads[expert].state_dict())
+        if set(head) != expected_head:
+            raise ValueError(
+                f"Expert weights do not fit expert {expert!r}: head keys {sorted(head)} instead of "
+                f"{sorted(expected_head)} (were they saved from a model with the same backbone and LoRA settings?)."
+            )
+        self.mmoe.load_adapter_state_dict(adapter, expert)
+        self.expert_heads[expert].load_state_dict(head)
+
+    def _check_labels(
+        self, labels: torch.Tensor | None, interaction_labels: torch.Tensor | None, batch_size: int
+    ) -> None:
+        """Refuse labels that would silently give a wrong loss: another batch size, floats, out-of-range indices."""
+        num_labels, num_experts = self.config.num_labels, len(self.experts)
+        checks = (
+            ("labels", labels, "class indices", num_labels, "Map your labels to 0..num_labels-1 first."),
+            ("interaction_labels", interaction_labels, "expert indices", num_experts, f"Experts: {self.experts}."),
+        )
+        for name, values, what, upper, hint in checks:
+            if values is None:
+                continue
+            if not isinstance(values, torch.Tensor):
+                raise ValueError(f"`{name}` must be a torch.Tensor of {what} [B], got {type(values).__name__}.")
+            if values.is_floating_point() or values.is_complex():
+                raise ValueError(
+                    f"`{name}` must be integer {what} (a LongTensor [B]), got dtype {values.dtype}: floating-point "
+                    f"values such as {values.flatten()[:4].tolist()} would be truncated. For soft or probabilistic "
+                    "targets compute the loss outside the model from `logits`."
+                )
+            if values.dim() != 1 or values.shape[0] != batch_size:
+                raise ValueError(
+                    f"`{name}` must have shape [B] = [{batch_size}] (one of the {what} per example of the batch), got "
+                    f"{list(values.shape)}."
+                )
+            if values.numel() and (values.min() < 0 or values.max() >= upper):
+                raise ValueError(
+                    f"`{name}` must be {what} in [0, {upper}); got values from {int(values.min())} to "
+                    f"{int(values.max())}. {hint}"
+                )
+
+
+class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
     """Mixture of multimodal interaction experts over one shared backbone.
 
     Attributes:
@@ -788,31 +932,6 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         self.post_init()
         self.train_mixture()
 
-    # ------------------------------------------------------------------ embeddings
-    def get_input_embeddings(self) -> nn.Module:
-        """The backbone's input embeddings (used by ``enable_input_require_grads`` and gradient checkpointing)."""
-        return self.mmoe.get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.mmoe.set_input_embeddings(value)
-
-    # ------------------------------------------------------------------ training targets
-    def _expert_parameter_pattern(self, expert: str) -> re.Pattern[str]:
-        return re.compile(rf"(^|\.)lora_[A-Za-z_]+\.{re.escape(expert)}(\.|$)|^expert_heads\.{re.escape(expert)}\.")
-
-    def expert_parameter_names(self, expert: str) -> list[str]:
-        """Names of the parameters that belong to one expert: its LoRA adapter and its head."""
-        self._check_expert(expert)
-        pattern = self._expert_parameter_pattern(expert)
-        return [name for name, _ in self.named_parameters() if pattern.search(name)]
-
-    def _set_trainable(self, trainable_names: set[str]) -> None:
-        for name, param in self.named_parameters():
-            param.requires_grad_(name in trainable_names)
-
-    def _check_expert(self, expert: str) -> None:
-        self.mmoe._check_expert(expert)
-
     def train_expert(self, expert: str) -> MMoEForSequenceClassification:
         """Make only ``expert``'s LoRA adapter and head trainable; ``forward`` then runs only that expert.
 
@@ -839,33 +958,6 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         pattern = re.compile(r"(^|\.)lora_|^expert_heads\.|^router\.")
         self._set_trainable({name for name, _ in self.named_parameters() if pattern.search(name)})
         return self
-
-    # ------------------------------------------------------------------ expert weights
-    def expert_state_dict(self, expert: str) -> dict[str, torch.Tensor]:
-        """One expert's weights as a flat ``str -> Tensor`` dict, independent of the expert's name: its LoRA adapter in
-        peft's format (``get_peft_model_state_dict(adapter_name=expert)``, keys ``base_model.model...lora_A.weight``)
-        and its head under ``head.`` (``head.out_proj.weight``, ``head.out_proj.bias``).
-
-        Together with :meth:`load_expert_state_dict` this copies an expert between models or names,
-        e.g. to start every expert from a fine-tuned single-model baseline (paper, appendix G).
-        """
-        adapter = {k: v.detach().clone() for k, v in self.mmoe.adapter_state_dict(expert).items()}
-        head = {f"{_HEAD_PREFIX}{k}": v.detach().clone() for k, v in self.expert_heads[expert].state_dict().items()}
-        return {**adapter, **head}
-
-    def load_expert_state_dict(self, expert_state: dict[str, torch.Tensor], expert: str) -> None:
-        """Load weights from :meth:`expert_state_dict` (of this or another model) into ``expert``."""
-        self._check_expert(expert)
-        head = {k[len(_HEAD_PREFIX):]: v for k, v in expert_state.items() if k.startswith(_HEAD_PREFIX)}
-        adapter = {k: v for k, v in expert_state.items() if not k.startswith(_HEAD_PREFIX)}
-        expected_head = set(self.expert_heads[expert].state_dict())
-        if set(head) != expected_head:
-            raise ValueError(
-                f"Expert weights do not fit expert {expert!r}: head keys {sorted(head)} instead of "
-                f"{sorted(expected_head)} (were they saved from a model with the same backbone and LoRA settings?)."
-            )
-        self.mmoe.load_adapter_state_dict(adapter, expert)
-        self.expert_heads[expert].load_state_dict(head)
 
     # ------------------------------------------------------------------ forward
     @property
@@ -996,39 +1088,6 @@ class MMoEForSequenceClassification(MMoEPreTrainedModel):
         else:
             weights = None
         return fuse(expert_logits, method, weights)
-
-
-    def _check_labels(
-        self, labels: torch.Tensor | None, interaction_labels: torch.Tensor | None, batch_size: int
-    ) -> None:
-        """Refuse labels that would silently give a wrong loss: another batch size, floats, out-of-range indices."""
-        num_labels, num_experts = self.config.num_labels, len(self.experts)
-        checks = (
-            ("labels", labels, "class indices", num_labels, "Map your labels to 0..num_labels-1 first."),
-            ("interaction_labels", interaction_labels, "expert indices", num_experts, f"Experts: {self.experts}."),
-        )
-        for name, values, what, upper, hint in checks:
-            if values is None:
-                continue
-            if not isinstance(values, torch.Tensor):
-                raise ValueError(f"`{name}` must be a torch.Tensor of {what} [B], got {type(values).__name__}.")
-            if values.is_floating_point() or values.is_complex():
-                raise ValueError(
-                    f"`{name}` must be integer {what} (a LongTensor [B]), got dtype {values.dtype}: floating-point "
-                    f"values such as {values.flatten()[:4].tolist()} would be truncated. For soft or probabilistic "
-                    "targets compute the loss outside the model from `logits`."
-                )
-            if values.dim() != 1 or values.shape[0] != batch_size:
-                raise ValueError(
-                    f"`{name}` must have shape [B] = [{batch_size}] (one of the {what} per example of the batch), got "
-                    f"{list(values.shape)}."
-                )
-            if values.numel() and (values.min() < 0 or values.max() >= upper):
-                raise ValueError(
-                    f"`{name}` must be {what} in [0, {upper}); got values from {int(values.min())} to "
-                    f"{int(values.max())}. {hint}"
-                )
-
 
 
     # ------------------------------------------------------------------ publishing

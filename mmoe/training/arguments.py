@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..configuration_mmoe import METHODS, REWEIGHTING_METHODS
+
 from .validation import (
     DEFAULT_BACKBONE,
     SELECTION_METRICS,
@@ -68,6 +70,36 @@ class ModelArguments:
             "choices": ["interaction", "mixture"],
         },
     )
+    method: str = field(
+        default="mmoe",
+        metadata={
+            "help": "Training method: mmoe (categorize the training rows by interaction, one expert per "
+            "interaction, a router) | i2moe (I2MoE: n + 2 interaction experts, one per modality plus synergy and "
+            "redundancy, trained end to end with interaction losses and a reweighting model).",
+            "choices": list(METHODS),
+        },
+    )
+    modalities: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "I2MoE: the modalities, as columns of the text template (e.g. caption text, or caption context "
+            "text for MUStARD: 5 experts). Default: every column of the template."
+        },
+    )
+    interaction_loss_weight: float = field(
+        default=0.01,
+        metadata={"help": "I2MoE: lambda in task loss + lambda * interaction loss (I2MoE's default 0.01; 0 is its "
+                  "no-interaction-loss ablation)."},
+    )
+    reweighting: str = field(
+        default="mlp",
+        metadata={"help": "I2MoE: mlp (per-sample expert weights) | global (one learned weight vector, the ablation).",
+                  "choices": list(REWEIGHTING_METHODS)},
+    )
+    reweighting_temperature: float = field(
+        default=1.0, metadata={"help": "I2MoE: temperature of the reweighting softmax."}
+    )
+    reweighting_hidden_size: int = field(default=256, metadata={"help": "I2MoE: hidden width of the reweighting MLP."})
     router_focal_gamma: float = field(default=2.0, metadata={"help": "Focal loss gamma of the router (paper: 2)."})
     router_focal_alpha: float = field(default=1.0, metadata={"help": "Focal loss alpha of the router (paper: 1)."})
     backbone_dtype: str = field(
@@ -214,6 +246,9 @@ class MMoETrainingArguments(TrainingArguments):
     baseline_num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs of the baseline."})
     expert_num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs of each expert."})
     router_num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs of the router."})
+    i2moe_num_train_epochs: float | None = field(
+        default=None, metadata={"help": "Epochs of the joint I2MoE training (--method i2moe)."}
+    )
     router_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the router head."})
     eval_strategy: str = field(default="epoch", metadata={"help": "When stages evaluate for model selection."})
     save_strategy: str = field(

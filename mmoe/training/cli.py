@@ -152,7 +152,7 @@ SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
 def format_summary(results: dict[str, Any]) -> str:
     """A one-screen table: baseline vs MMoE, each fusion rule, and per interaction; then a WARNING line for each
     system that predicts a single class on the evaluation split (``results["degenerate"]``)."""
-    from .degenerate import degenerate_warnings
+    from .degenerate import degenerate_warnings, mixture_name
 
     def row(name: str, block: dict[str, float] | None) -> str:
         if not block:
@@ -161,12 +161,18 @@ def format_summary(results: dict[str, Any]) -> str:
         return f"  {name:<28}{cells}"
 
     header = "".join(f"{short:>9}" for _, short in SUMMARY_METRICS)
-    lines = [f"MMoE results on the {results['split']} split", f"  {'':<28}{header}"]
-    lines += [row("baseline", results.get("baseline")), row("MMoE (router fusion)", results.get("mmoe"))]
+    name = mixture_name(results)
+    lines = [f"{name.split()[0]} results on the {results['split']} split", f"  {'':<28}{header}"]
+    lines += [row("baseline", results.get("baseline")), row(name, results.get("mmoe"))]
     lines += [row(f"fusion: {name}", block) for name, block in results.get("fusion", {}).items()]
+    lines += [row(f"expert: {expert}", block) for expert, block in results.get("expert_scores", {}).items()]
     for model_name in ("baseline", "mmoe"):
+        shown = name.split()[0] if model_name == "mmoe" else model_name
         for interaction, block in results.get("by_interaction", {}).get(model_name, {}).items():
-            lines.append(row(f"{model_name} on {interaction}", block))
+            lines.append(row(f"{shown} on {interaction}", block))
+    weights = (results.get("interpretation") or {}).get("mean_weights")
+    if weights:
+        lines.append("  mean expert weights: " + ", ".join(f"{k} {v:.3f}" for k, v in weights.items()))
     if "ce_moe" in results:
         lines.append(f"  CE_moe {results['ce_moe']:.4f}   CE_baseline {results['ce_baseline']:.4f}")
     if "categorization" in results:

@@ -13,6 +13,13 @@ from collections.abc import Mapping
 from typing import Any
 
 SYSTEM_NAMES: dict[str, str] = {"baseline": "the baseline", "mmoe": "MMoE (router fusion)"}
+MIXTURE_NAMES: dict[str, str] = {"mmoe": "MMoE (router fusion)", "i2moe": "I2MoE (reweighted experts)"}
+"""What the ``mmoe`` block of ``eval_results.json`` is, by the run's ``method``."""
+
+
+def mixture_name(results: Mapping[str, Any]) -> str:
+    """The display name of the run's mixture: MMoE, or I2MoE when ``results["method"] == "i2moe"``."""
+    return MIXTURE_NAMES.get(str(results.get("method") or "mmoe"), MIXTURE_NAMES["mmoe"])
 
 
 def degenerate_warnings(results: Mapping[str, Any], id2label: Mapping[Any, Any] | None = None) -> list[str]:
@@ -30,7 +37,8 @@ def degenerate_warnings(results: Mapping[str, Any], id2label: Mapping[Any, Any] 
     classes = results.get("predicted_classes") if isinstance(results.get("predicted_classes"), Mapping) else {}
     seeds_of = results.get("degenerate_seeds") if isinstance(results.get("degenerate_seeds"), Mapping) else {}
     notes = []
-    for key, name in SYSTEM_NAMES.items():
+    names = {**SYSTEM_NAMES, "mmoe": mixture_name(results)}
+    for key, name in names.items():
         if flags.get(key) is not True:
             continue
         predicted = classes.get(key) or []

@@ -1,4 +1,5 @@
-"""Stage 5: baseline vs MMoE on the evaluation split, every fusion rule, per interaction, CE_moe.
+"""Stage 5: baseline vs MMoE (or I2MoE) on the evaluation split, every fusion rule, per interaction, CE_moe; for I2MoE
+the interpretation of its expert weights.
 
 The schema of the returned dict (written to ``eval_results.json``) is documented in the README.
 """
@@ -13,7 +14,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import Trainer, TrainingArguments
 
-from ..configuration_mmoe import FUSION_METHODS
+from ..configuration_mmoe import DEFAULT_EXPERTS, FUSION_METHODS
 from ..fusion import fuse
 from .categorize import interaction_counts
 from .trainer_utils import scores, stage_arguments
@@ -21,6 +22,9 @@ from .trainer_utils import scores, stage_arguments
 OUTPUT_FIELDS = ("logits", "expert_logits", "router_weights", "router_logits")
 """The tensors of an MMoE output in the order ``ModelOutput.to_tuple`` gives them (``None`` fields are dropped,
 and those are always trailing: a one-expert forward returns only ``logits``)."""
+
+I2MOE_OUTPUT_FIELDS = ("logits", "expert_logits", "expert_weights")
+"""The tensors of an I2MoE output at inference, in ``to_tuple`` order."""
 
 
 class InputsOnly:
@@ -108,13 +112,10 @@ def evaluate_mixture(
         "degenerate": {"baseline": bool(len(np.unique(base_pred)) <= 1), "mmoe": bool(len(np.unique(mmoe_pred)) <= 1)},
         "predicted_classes": {"baseline": np.unique(base_pred).tolist(), "mmoe": np.unique(mmoe_pred).tolist()},
     }
-    for interaction in experts:
-        rows = interactions == interaction
-        if rows.any():
-            results["by_interaction"]["baseline"][interaction] = scores(base_pred[rows], labels[rows], num_labels)
-            results["by_interaction"]["mmoe"][interaction] = scores(mmoe_pred[rows], labels[rows], num_labels)
-            mean_weights = router_weights[torch.from_numpy(rows)].mean(0).tolist()
-            results["router_weights_by_interaction"][interaction] = dict(zip(experts, mean_weights))
+    predictions = {"baseline": base_pred, "mmoe": mmoe_pred}
+    results["by_interaction"] = _blocks_by_group(predictions, labels, interactions, experts, num_labels)
+    results["router_weights_by_interaction"] = _mean_weights_by_group(router_weights.numpy(), interactions, experts,
+                                                                      experts)
 
     # CE_moe (paper, section 4): the cross-entropy of the best expert for each example, averaged.
     expert_log_probs = torch.log_softmax(expert_logits, dim=-1).numpy()
@@ -127,13 +128,114 @@ def evaluate_mixture(
     if "gold_interaction" in split.column_names:
         results["categorization"] = categorization_report(interactions, np.asarray(split["gold_interaction"]))
         gold = np.asarray(split["gold_interaction"])
-        results["by_gold_interaction"] = {
-            "baseline": {g: scores(base_pred[gold == g], labels[gold == g], num_labels) for g in experts
-                         if (gold == g).any()},
-            "mmoe": {g: scores(mmoe_pred[gold == g], labels[gold == g], num_labels) for g in experts
-                     if (gold == g).any()},
-        }
+        results["by_gold_interaction"] = _blocks_by_group(predictions, labels, gold, experts, num_labels)
     return results
+
+
+def _blocks_by_group(predictions: dict[str, np.ndarray], labels: np.ndarray, groups: np.ndarray,
+                     names: list[str], num_labels: int) -> dict[str, dict[str, Any]]:
+    """``{system: {group: scores}}`` on the rows of each group (interaction type) that has rows."""
+    return {
+        system: {g: scores(pred[groups == g], labels[groups == g], num_labels) for g in names if (groups == g).any()}
+        for system, pred in predictions.items()
+    }
+
+
+def _mean_weights_by_group(weights: np.ndarray, groups: np.ndarray, names: list[str],
+                           experts: list[str]) -> dict[str, dict[str, float]]:
+    """``{group: {expert: mean weight}}``: the mean of ``weights`` ``[N, E]`` over the rows of each group."""
+    return {g: dict(zip(experts, weights[groups == g].mean(0).tolist())) for g in names if (groups == g).any()}
+
+
+def evaluate_i2moe(
+    i2moe_out: dict[str, np.ndarray],
+    base_out: dict[str, np.ndarray],
+    dataset: DatasetDict,
+    split_name: str,
+    label_column: str,
+    experts: list[str],
+    num_labels: int,
+) -> dict[str, Any]:
+    """Scores of the baseline and I2MoE on ``split_name`` in the MMoE schema (``baseline``, ``mmoe`` = the run's
+    mixture, here I2MoE, ``by_interaction`` from the categorization, ``by_gold_interaction`` where gold types
+    exist), plus ``interpretation``: the expert weights per dataset, per interaction type and per gold type, the
+    pairwise agreement of the experts' predictions, and accuracy on the rows where the experts disagree (I2MoE's
+    Table 3).
+
+    Args:
+        i2moe_out: :func:`predict` of the I2MoE model (``logits`` ``[N, C]``, ``expert_logits`` ``[N, E, C]``,
+            ``expert_weights`` ``[N, E]``).
+        base_out: :func:`predict` of the baseline (``logits`` ``[N, C]``).
+    """
+    split = dataset[split_name]
+    labels = np.asarray(split[label_column])
+    interactions = np.asarray(split["interaction"])
+    categories = list(DEFAULT_EXPERTS)
+    base_pred = base_out["logits"].argmax(-1)
+    i2moe_pred = i2moe_out["logits"].argmax(-1)
+    weights = i2moe_out["expert_weights"]
+    predictions = {"baseline": base_pred, "mmoe": i2moe_pred}
+    results: dict[str, Any] = {
+        "split": split_name,
+        "method": "i2moe",
+        "baseline": scores(base_pred, labels, num_labels),
+        "mmoe": scores(i2moe_pred, labels, num_labels),
+        "by_interaction": _blocks_by_group(predictions, labels, interactions, categories, num_labels),
+        "interaction_counts": {name: interaction_counts(s) for name, s in dataset.items()},
+        "degenerate": {"baseline": bool(len(np.unique(base_pred)) <= 1), "mmoe": bool(len(np.unique(i2moe_pred)) <= 1)},
+        "predicted_classes": {"baseline": np.unique(base_pred).tolist(), "mmoe": np.unique(i2moe_pred).tolist()},
+        "experts": list(experts),
+        "expert_scores": {
+            name: scores(i2moe_out["expert_logits"][:, i].argmax(-1), labels, num_labels)
+            for i, name in enumerate(experts)
+        },
+    }
+    base_log_probs = torch.log_softmax(torch.from_numpy(base_out["logits"]), dim=-1).numpy()
+    results["ce_baseline"] = float(_cross_entropy(base_log_probs, labels).mean())
+    interpretation: dict[str, Any] = {
+        "mean_weights": dict(zip(experts, weights.mean(0).tolist())),
+        "weights_by_interaction": _mean_weights_by_group(weights, interactions, categories, experts),
+        **expert_agreement(i2moe_out["expert_logits"].argmax(-1), i2moe_pred, labels, experts),
+    }
+    if "gold_interaction" in split.column_names:
+        gold = np.asarray(split["gold_interaction"])
+        results["categorization"] = categorization_report(interactions, gold)
+        results["by_gold_interaction"] = _blocks_by_group(predictions, labels, gold, categories, num_labels)
+        by_gold = _mean_weights_by_group(weights, gold, categories, experts)
+        interpretation["weights_by_gold_interaction"] = by_gold
+        if "synergy" in by_gold and "synergy" in experts:
+            on_synergy = by_gold["synergy"]["synergy"]
+            elsewhere = [w["synergy"] for g, w in by_gold.items() if g != "synergy"]
+            interpretation["synergy_weight_highest_on_gold_synergy"] = bool(
+                not elsewhere or on_synergy > max(elsewhere)
+            )
+    results["interpretation"] = interpretation
+    return results
+
+
+def expert_agreement(expert_predictions: np.ndarray, predictions: np.ndarray, labels: np.ndarray,
+                     experts: list[str]) -> dict[str, Any]:
+    """How often the experts' own predictions ``[N, E]`` agree, and how the mixture's ``predictions`` ``[N]`` do
+    where they do not (I2MoE, Table 3).
+
+    Returns:
+        ``pairwise_agreement`` ``{"a|b": rate}``, ``all_agree_rate``, ``disagreement_rows`` and
+        ``accuracy_when_experts_disagree`` (``None`` without such rows).
+    """
+    pairwise = {
+        f"{experts[i]}|{experts[j]}": float(np.mean(expert_predictions[:, i] == expert_predictions[:, j]))
+        for i in range(len(experts)) for j in range(i + 1, len(experts))
+    }
+    agree = (expert_predictions == expert_predictions[:, :1]).all(axis=1)
+    disagree = ~agree
+    return {
+        "pairwise_agreement": pairwise,
+        "all_agree_rate": float(agree.mean()),
+        "disagreement_rows": int(disagree.sum()),
+        "accuracy_when_experts_disagree": (
+            float(np.mean(predictions[disagree] == labels[disagree])) if disagree.any() else None
+        ),
+    }
 
 
 def categorization_report(predicted: np.ndarray, gold: np.ndarray) -> dict[str, Any]:

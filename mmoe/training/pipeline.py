@@ -1,5 +1,9 @@
 """MMoE steps 1-3 as one resumable pipeline: categorize -> baseline -> experts -> router -> evaluate -> save.
 
+With ``--method i2moe`` the experts and router stages are replaced by one ``i2moe`` stage (I2MoE's n + 2 experts
+and reweighting model trained jointly, starting from the baseline); categorization still runs, so that the
+evaluation reports the same per-interaction blocks for both methods.
+
 Each stage writes to its own subfolder of ``output_dir`` and, last, a ``stage_complete.json`` record holding a
 fingerprint of everything it depends on (data, backbone, the options that matter, seed, stage code version, and
 the fingerprint of the stage before it). A second run skips a stage whose record matches; a changed input redoes
@@ -33,15 +37,17 @@ from transformers import AutoConfig, Trainer, default_data_collator, set_seed
 from .. import __version__
 from ..configuration_mmoe import DEFAULT_EXPERTS
 from ..data.collators import MMoECollator
+from ..data.modalities import ModalityCollator, template_fields
 from ..data.multimodal_collator import MultimodalCollator, build_collator, load_processor
 from ..fusion import fuse
 from ..losses import focal_loss, fused_nll_loss
 from ..metrics import METRIC_NAMES
+from ..modeling_i2moe import I2MoEForSequenceClassification
 from ..modeling_mmoe import MMoEForSequenceClassification
 from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
 from .callbacks import ModelCardCallback
 from .categorize import categorize_splits, filter_by_confidence, interaction_counts, rebalance_interactions
-from .evaluation import evaluate_mixture, predict
+from .evaluation import I2MOE_OUTPUT_FIELDS, evaluate_i2moe, evaluate_mixture, predict
 from .pipeline_data import (
     add_unimodal_predictions,
     card_metadata,
@@ -72,12 +78,13 @@ from .trainer_utils import (
     stage_fingerprint,
     stage_is_done,
 )
-from .validation import TINY_BACKBONES
+from .validation import TINY_BACKBONES, ArgumentsError
 
 logger = logging.getLogger("mmoe")
 BASELINE = "baseline"
+I2MOE = "i2moe"
 
-STAGE_VERSIONS = {"categorize": 1, "baseline": 2, "experts": 2, "router": 1}
+STAGE_VERSIONS = {"categorize": 1, "baseline": 2, "experts": 2, "router": 1, "i2moe": 1}
 """Bump a stage's version when its code changes what it produces: finished stages of older runs are then redone."""
 
 # TrainingArguments that change where and how a run reports, not what it trains.
@@ -97,10 +104,15 @@ _STAGE_ONLY = {
     "baseline": ("baseline_num_train_epochs",),
     "experts": ("expert_num_train_epochs", "min_expert_examples"),
     "router": ("router_num_train_epochs", "router_learning_rate"),
+    "i2moe": ("i2moe_num_train_epochs",),
 }
 _ROUTER_MODEL_ARGS = (
     "router_hidden_size", "router_dropout", "router_focal_gamma", "router_focal_alpha", "router_input",
     "router_objective",
+)
+_I2MOE_MODEL_ARGS = (
+    "method", "modalities", "interaction_loss_weight", "reweighting", "reweighting_temperature",
+    "reweighting_hidden_size",
 )
 
 
@@ -125,7 +137,9 @@ class PipelineContext:
         self.fingerprints: dict[str, str] = {}  # stage -> fingerprint of its inputs, filled as stages run
         self.processor = load_processor(self.backbone, self.backbone_config)
         self.template = text_template(data_args)
-        self.experts = list(DEFAULT_EXPERTS)
+        self.experts = list(DEFAULT_EXPERTS)  # the interaction categories (and MMoE's experts)
+        self.method = model_args.method
+        self.modalities = list(model_args.modalities or template_fields(self.template))
         self.num_labels: int = 0  # set from the data by run_categorize
         self.id2label: dict[int, str] | None = None
         self.collator()  # fail now, not after categorization, when backbone and image column do not fit
@@ -141,6 +155,18 @@ class PipelineContext:
             label_column=self.data_args.label_column,
             interaction_column="interaction" if interactions else None,
             experts=self.experts,
+        )
+
+    def modality_collator(self, interactions: bool = False) -> ModalityCollator:
+        """I2MoE's batches: the captioned route's text plus ``modality_ids`` for ``self.modalities``."""
+        return ModalityCollator(
+            tokenizer=self.processor,
+            text_template=self.template,
+            max_length=self.data_args.max_length,
+            label_column=self.data_args.label_column,
+            interaction_column="interaction" if interactions else None,
+            experts=self.experts,
+            modalities=self.modalities,
         )
 
     def set_label_space(self, dataset: DatasetDict) -> None:
@@ -170,6 +196,26 @@ class PipelineContext:
             backbone_kwargs=backbone_load_kwargs(args),
         )
 
+    def new_i2moe_model(self) -> I2MoEForSequenceClassification:
+        set_seed(self.seed)
+        args = self.model_args
+        return I2MoEForSequenceClassification.from_backbone(
+            self.backbone,
+            num_labels=self.num_labels,
+            modalities=self.modalities,
+            interaction_loss_weight=args.interaction_loss_weight,
+            reweighting=args.reweighting,
+            reweighting_temperature=args.reweighting_temperature,
+            reweighting_hidden_size=args.reweighting_hidden_size,
+            lora_r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            lora_target_modules=args.lora_target_modules,
+            pooling=args.pooling,
+            id2label=self.id2label,
+            backbone_kwargs=backbone_load_kwargs(args),
+        )
+
     def stage_inputs(self, stage: str, previous: str | None = None, **extra: Any) -> dict[str, Any]:
         """What ``stage`` depends on: stage code version, seed, the previous stage's fingerprint, the training
         options that change results (minus other stages' own options) and ``extra``."""
@@ -182,11 +228,15 @@ class PipelineContext:
         self.fingerprints[stage] = stage_fingerprint(inputs)
         return inputs
 
-    def model_inputs(self, router: bool) -> dict[str, Any]:
-        """The model options that matter to a training stage: the router's own ones only to the router."""
+    def model_inputs(self, router: bool = False, i2moe: bool = False) -> dict[str, Any]:
+        """The model options that matter to a training stage: the router's own ones only to the router, I2MoE's only
+        to the i2moe stage (which also reads the backbone's through the baseline it starts from)."""
         model = dataclasses.asdict(self.model_args)
         data = {k: getattr(self.data_args, k) for k in ("max_length", "image_column", "label_column")}
-        chosen = {k: v for k, v in model.items() if (k in _ROUTER_MODEL_ARGS) == router or k == "backbone"}
+        own = _ROUTER_MODEL_ARGS if router else _I2MOE_MODEL_ARGS if i2moe else ()
+        specific = set(_ROUTER_MODEL_ARGS) | set(_I2MOE_MODEL_ARGS)
+        chosen = {k: v for k, v in model.items()
+                  if k == "backbone" or k in own or (not own and k not in specific)}
         return {"model": chosen, "data": {**data, "text_template": self.template}}
 
 
@@ -264,6 +314,12 @@ def run_categorize(ctx: PipelineContext) -> DatasetDict:
     dataset = load_pipeline_dataset(ctx.data_args)
     ctx.set_label_space(dataset)
     validate_dataset(dataset, ctx.data_args, ctx.num_labels)
+    if ctx.method == I2MOE:  # before the unimodal predictors train: every row needs every modality
+        for name, split in dataset.items():
+            try:
+                ctx.modality_collator().check_rows(split, name)
+            except ValueError as error:
+                raise ArgumentsError([f"--method i2moe: {error}"]) from None
     with main_process_first():
         unimodal_backbone = resolve_backbone(
             ctx.data_args.unimodal_backbone or ctx.model_args.backbone, Path(ctx.training_args.output_dir)
@@ -312,14 +368,15 @@ def _refined_train_ids(train: Dataset, ctx: PipelineContext) -> set[int]:
 
 def _train_part(
     ctx: PipelineContext,
-    model: MMoEForSequenceClassification,
+    model: MMoEForSequenceClassification | I2MoEForSequenceClassification,
     part: str,
     train: Dataset,
     evaluation: Dataset | None,
     stage_dir: Path,
     epochs: float | None,
 ) -> dict[str, Any]:
-    """Train one expert (``part`` = its name) or the router (``part`` = "router"); keep the best epoch."""
+    """Train one expert (``part`` = its name), the router (``part`` = "router") or the whole I2MoE model
+    (``part`` = "i2moe"); keep the best epoch."""
     is_router = part == "router"
     objective = ctx.model_args.router_objective
     if is_router:
@@ -332,6 +389,11 @@ def _train_part(
         set_state = lambda s: model.load_state_dict(s, strict=False)  # noqa: E731
         # macro-F1 over interactions (paper, appendix H), or over classes of the fused prediction
         metric, collator = "macro_f1", default_data_collator
+    elif part == I2MOE:
+        trained = model.train_mixture()
+        get_state = lambda: _trainable_state(model)  # noqa: E731
+        set_state = lambda s: model.load_state_dict(s, strict=False)  # noqa: E731
+        metric, collator = _selection_metric(ctx, part, evaluation), ctx.modality_collator()
     else:
         trained = model.train_expert(part)
         get_state = lambda: model.expert_state_dict(part)  # noqa: E731
@@ -394,7 +456,13 @@ def _selection_metric(ctx: PipelineContext, part: str, evaluation: Dataset | Non
 
 
 def _stage_name(part: str) -> str:
-    return part if part in (BASELINE, "router") else f"experts/{part}"
+    return part if part in (BASELINE, "router", I2MOE) else f"experts/{part}"
+
+
+def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the trainable tensors of ``model`` (I2MoE: every adapter, head and the reweighting model)."""
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    return {name: value.detach().clone() for name, value in model.state_dict().items() if name in trainable}
 
 
 class RouterHeadModule(nn.Module):
@@ -553,6 +621,32 @@ def run_router(
     return model
 
 
+def run_i2moe(
+    ctx: PipelineContext, dataset: DatasetDict, baseline_state: dict[str, torch.Tensor]
+) -> I2MoEForSequenceClassification:
+    """The i2moe stage (``--method i2moe``): every expert starts from the baseline's adapter and head (as MMoE's do),
+    then all experts and the reweighting model train jointly on every training row, with I2MoE's interaction losses;
+    returns the model on the run's device."""
+    stage_dir = ctx.run_dir / I2MOE
+    weights = stage_dir / "i2moe.safetensors"
+    inputs = ctx.stage_inputs(I2MOE, BASELINE, **ctx.model_inputs(i2moe=True), modalities=ctx.modalities)
+    model = ctx.new_i2moe_model()
+    if not stage_is_done(stage_dir, inputs, ctx.overwrite, required=(weights.name,)):
+        for expert in model.experts:
+            model.load_expert_state_dict(baseline_state, expert)
+        summary = _train_part(
+            ctx, model, I2MOE, dataset["train"], dataset["validation"], stage_dir,
+            ctx.training_args.i2moe_num_train_epochs,
+        )
+        if is_main_process():
+            atomic_save_tensors(_trainable_state(model.train_mixture()), weights)
+        mark_stage_done(stage_dir, inputs, summary)
+    model.load_state_dict(load_file(str(weights)), strict=False)
+    model = to_device(model.train_mixture().eval(), ctx.device)
+    check_on_device(model, ctx.device, "the I2MoE model")
+    return model
+
+
 # ---------------------------------------------------------------------------------------------------- driver
 def run_single_seed(
     model_args: ModelArguments, data_args: DataArguments, training_args: MMoETrainingArguments, run_dir: Path, seed: int
@@ -561,16 +655,13 @@ def run_single_seed(
     ctx = PipelineContext(model_args, data_args, training_args, run_dir, seed)
     dataset = run_categorize(ctx)
     baseline_state = run_baseline(ctx, dataset)
+    if ctx.method == I2MOE:
+        return _finish_i2moe(ctx, dataset, baseline_state)
     expert_states = run_experts(ctx, dataset, baseline_state)
 
     split = evaluation_split(dataset)
     collator = ctx.collator(interactions=True)
-    # The baseline is predicted (and freed) before the mixture is built: one backbone in memory at a time.
-    baseline = ctx.new_model([BASELINE])
-    baseline.load_expert_state_dict(baseline_state, BASELINE)
-    base_out = predict(baseline.train_expert(BASELINE).eval(), dataset[split], collator, training_args,
-                       run_dir / "evaluation")
-    del baseline
+    base_out = _predict_baseline(ctx, dataset, baseline_state, split)
     model = run_router(ctx, dataset, expert_states)
     mix_out = predict(model, dataset[split], collator, training_args, run_dir / "evaluation")
     results = evaluate_mixture(
@@ -590,13 +681,49 @@ def run_single_seed(
         "mmoe": scores(val_pred, np.asarray(dataset["validation"][data_args.label_column]), ctx.num_labels)
     }
     model.config.fusion = "router"
-    if is_main_process():
-        model.save_pretrained(run_dir)
-        ctx.processor.save_pretrained(run_dir)
-        atomic_write_text(run_dir / EVAL_RESULTS_FILE, json.dumps(results, indent=2))
-        _write_run_info(run_dir, model_args, data_args, training_args, [seed])
-    wait_for_everyone()
+    _save_run(ctx, model, results)
     return results
+
+
+def _predict_baseline(ctx: PipelineContext, dataset: DatasetDict, baseline_state: dict[str, torch.Tensor],
+                      split: str) -> dict[str, np.ndarray]:
+    """The baseline's outputs on ``split``; the model is freed before the mixture is built (one backbone in
+    memory at a time)."""
+    baseline = ctx.new_model([BASELINE])
+    baseline.load_expert_state_dict(baseline_state, BASELINE)
+    return predict(baseline.train_expert(BASELINE).eval(), dataset[split], ctx.collator(interactions=True),
+                   ctx.training_args, ctx.run_dir / "evaluation")
+
+
+def _finish_i2moe(ctx: PipelineContext, dataset: DatasetDict, baseline_state: dict[str, torch.Tensor]
+                  ) -> dict[str, Any]:
+    """``--method i2moe`` after the baseline: train I2MoE, evaluate it beside the baseline, save."""
+    split = evaluation_split(dataset)
+    base_out = _predict_baseline(ctx, dataset, baseline_state, split)
+    model = run_i2moe(ctx, dataset, baseline_state)
+    collator = ctx.modality_collator()
+    evaluation_dir = ctx.run_dir / "evaluation"
+    i2moe_out = predict(model, dataset[split], collator, ctx.training_args, evaluation_dir, fields=I2MOE_OUTPUT_FIELDS)
+    results = evaluate_i2moe(i2moe_out, base_out, dataset, split, ctx.data_args.label_column, list(model.experts),
+                             ctx.num_labels)
+    results["stages"] = {stage: read_stage_summary(ctx.run_dir / stage) for stage in (BASELINE, I2MOE)}
+    val_out = i2moe_out if split == "validation" else predict(
+        model, dataset["validation"], collator, ctx.training_args, evaluation_dir, fields=I2MOE_OUTPUT_FIELDS
+    )
+    labels = np.asarray(dataset["validation"][ctx.data_args.label_column])
+    results["validation"] = {"mmoe": scores(val_out["logits"].argmax(-1), labels, ctx.num_labels)}
+    _save_run(ctx, model, results)
+    return results
+
+
+def _save_run(ctx: PipelineContext, model: nn.Module, results: dict[str, Any]) -> None:
+    """The model, the processor, ``eval_results.json`` and ``mmoe_run.json`` into the run folder (main process)."""
+    if is_main_process():
+        model.save_pretrained(ctx.run_dir)
+        ctx.processor.save_pretrained(ctx.run_dir)
+        atomic_write_text(ctx.run_dir / EVAL_RESULTS_FILE, json.dumps(results, indent=2))
+        _write_run_info(ctx.run_dir, ctx.model_args, ctx.data_args, ctx.training_args, [ctx.seed])
+    wait_for_everyone()
 
 
 def _write_run_info(
@@ -654,7 +781,7 @@ def run_pipeline(
         for item in chosen.iterdir():  # the chosen seed's model represents the run at the root
             if item.is_file() and item.name not in (EVAL_RESULTS_FILE, RUN_FILE):
                 shutil.copy2(item, output_dir / item.name)
-            elif item.is_dir() and item.name in DEFAULT_EXPERTS:  # peft adapter folders of a referenced backbone
+            elif item.is_dir() and (item / "adapter_config.json").is_file():  # peft adapter folders (referenced)
                 shutil.copytree(item, output_dir / item.name, dirs_exist_ok=True)
         atomic_write_text(output_dir / EVAL_RESULTS_FILE, json.dumps(results, indent=2))
         _write_run_info(

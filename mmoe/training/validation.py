@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..configuration_mmoe import POOLING_METHODS
+from ..configuration_mmoe import METHODS, POOLING_METHODS, REWEIGHTING_METHODS
 
 if TYPE_CHECKING:  # type-only: arguments.py imports this module, not the other way round
     from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
@@ -129,7 +129,59 @@ def model_argument_problems(args: ModelArguments) -> list[str]:
         number_problem("router_focal_gamma", args.router_focal_gamma, ge=0, hint="0 is plain cross-entropy."),
         number_problem("router_focal_alpha", args.router_focal_alpha, gt=0),
         choice_problem("pooling", args.pooling, POOLING_METHODS),
+        choice_problem("method", args.method, METHODS),
+        choice_problem("reweighting", args.reweighting, REWEIGHTING_METHODS),
+        number_problem("interaction_loss_weight", args.interaction_loss_weight, ge=0,
+                       hint="I2MoE uses 0.01; 0 turns the interaction losses off."),
+        number_problem("reweighting_temperature", args.reweighting_temperature, gt=0),
+        number_problem("reweighting_hidden_size", args.reweighting_hidden_size, gt=0, integer=True),
+        modalities_problem(args),
     )
+
+
+def modalities_problem(args: ModelArguments) -> str | None:
+    """``--modalities`` names: only with ``--method i2moe``, at least two, unique identifiers."""
+    if args.modalities is None:
+        return None
+    if args.method != "i2moe":
+        return f"--modalities is an option of --method i2moe; got it with --method {args.method}."
+    names = list(args.modalities)
+    if len(names) < 2:
+        return (f"--modalities needs at least two modalities for I2MoE, got {names}: its experts are defined by "
+                "masking one modality at a time.")
+    if len(set(names)) != len(names):
+        return f"--modalities must be unique, got {names}."
+    return None
+
+
+def i2moe_data_problems(model_args: ModelArguments, data_args: DataArguments) -> list[str]:
+    """``--method i2moe``: the modalities are columns of the text template, and the route is the captioned one."""
+    if model_args.method != "i2moe":
+        return []
+    from ..data.modalities import template_fields
+    from .pipeline_data import text_template
+
+    problems = []
+    template = text_template(data_args)
+    columns = template_fields(template)
+    modalities = list(model_args.modalities or columns)
+    unknown = [name for name in modalities if name not in columns]
+    if unknown:
+        problems.append(
+            f"--method i2moe: modalities {unknown} are not columns of the text template {template!r} (its columns: "
+            f"{columns}). Name template columns with --modalities, or change --text_template."
+        )
+    elif len(modalities) < 2:
+        problems.append(
+            f"--method i2moe needs at least two modalities; the text template {template!r} has only {modalities}. "
+            "Put the caption and the text into the template (e.g. --text_template '{caption} | {text}')."
+        )
+    if data_args.image_column:
+        problems.append(
+            "--method i2moe runs on the image-captioned route (text backbones, the caption as a text modality) in "
+            "this release; drop --image_column."
+        )
+    return problems
 
 
 def data_argument_problems(args: DataArguments) -> list[str]:
@@ -347,6 +399,7 @@ def check_arguments(
         backbone_problem("unimodal_backbone", data_args.unimodal_backbone),
     )
     problems += dataset_problems(data_args)
+    problems += i2moe_data_problems(model_args, data_args)
     raise_if_problems(problems)
 
 
