@@ -143,6 +143,13 @@ class PipelineContext:
         self.num_labels: int = 0  # set from the data by run_categorize
         self.id2label: dict[int, str] | None = None
         self.collator()  # fail now, not after categorization, when backbone and image column do not fit
+        positions = getattr(self.backbone_config, "max_position_embeddings", None)
+        if isinstance(positions, int) and data_args.max_length > positions:
+            # The tokenizer would pad/truncate to more positions than the backbone has: a shape error deep in torch.
+            raise ArgumentsError([
+                f"--max_length {data_args.max_length} exceeds the {positions} positions of backbone "
+                f"{model_args.backbone!r} (max_position_embeddings); use --max_length {positions} or less."
+            ])
 
     def collator(self, interactions: bool = False) -> MMoECollator | MultimodalCollator:
         """Text backbones get the caption route's text collator, vision-language backbones the image one."""
