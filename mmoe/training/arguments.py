@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from ..configuration_mmoe import METHODS, REWEIGHTING_METHODS
-
 from .validation import (
     DEFAULT_BACKBONE,
     SELECTION_METRICS,
