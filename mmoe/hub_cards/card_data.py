@@ -1,4 +1,4 @@
-"""What a model card says about an MMoE run, gathered from the run's output folder and from training callbacks.
+"""What a model card says about an MMoE or I2MoE run, gathered from the run's output folder and from training callbacks.
 
 :class:`MMoEModelCardData` is the single source of the card: :meth:`MMoEModelCardData.from_output_dir` reads
 the pipeline's ``config.json``, ``eval_results.json``, ``mmoe_run.json`` and ``mmoe_training_logs.json``
@@ -18,7 +18,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
-from ..configuration_mmoe import DEFAULT_EXPERTS
+from ..configuration_mmoe import DEFAULT_EXPERTS, i2moe_expert_names
+from ..training.degenerate import MIXTURE_NAMES, mixture_name
 from ..training.run_files import CONFIG_FILE, EVAL_RESULTS_FILE, RUN_FILE, TRAINING_LOGS_FILE, read_json
 from . import formatting
 
@@ -32,7 +33,11 @@ DEFAULT_TAGS: tuple[str, ...] = (
     "text-classification",
     "custom_code",
 )
-"""Hub tags every MMoE card carries; the backbone's ``model_type`` is added to them."""
+"""Hub tags every card carries (``mmoe`` is the library's name, for I2MoE runs too); the backbone's ``model_type``
+and :data:`METHOD_TAGS` of the run's method are added to them."""
+
+METHOD_TAGS: dict[str, tuple[str, ...]] = {"mmoe": (), "i2moe": ("i2moe",)}
+"""Extra Hub tags of each training method (``--method``)."""
 
 METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "macro_f1")
 """Metric names of every result block of ``eval_results.json``, in the order the card shows them."""
@@ -57,7 +62,8 @@ class MMoEModelCardData:
     Args:
         model_id: Hub repo id the model is (or will be) pushed to, e.g. ``"org/mmoe-minilm-mustard"``; used
             in the usage snippet. ``None`` shows a placeholder.
-        model_name: pretty name, also the ``model-index`` name. Defaults to ``"MMoE (<backbone>) on <dataset>"``.
+        model_name: pretty name, also the ``model-index`` name. Defaults to ``"MMoE (<backbone>) on <dataset>"``
+            (``"I2MoE (...) on ..."`` for an I2MoE run).
         base_model: Hub id of the backbone; derived from ``mmoe_run.json`` / ``config.json`` when it is a Hub id.
         backbone: backbone name or path as recorded by the run (shown in the card even when not a Hub id).
         dataset_name: pretty name of the training dataset.
@@ -150,9 +156,43 @@ class MMoEModelCardData:
 
     # ------------------------------------------------------------------ derived values
     @property
+    def method(self) -> str:
+        """The run's method, ``"mmoe"`` or ``"i2moe"``: the saved model's ``model_type`` when it is one of them
+        (the weights are what the card describes), else ``eval_results["method"]``, else ``"mmoe"``."""
+        model_type = self.config.get("model_type")
+        if model_type in MIXTURE_NAMES:
+            return str(model_type)
+        method = self.eval_results.get("method")
+        return str(method) if method in MIXTURE_NAMES else "mmoe"
+
+    @property
+    def is_i2moe(self) -> bool:
+        return self.method == "i2moe"
+
+    @property
+    def mixture_name(self) -> str:
+        """Display name of the mixture: ``"MMoE (router fusion)"`` or ``"I2MoE (reweighted experts)"``."""
+        return mixture_name({"method": self.method})
+
+    @property
+    def mixture_label(self) -> str:
+        """Short name of the mixture, ``"MMoE"`` or ``"I2MoE"``: model name, result rows, plot legends."""
+        return self.mixture_name.split(" (")[0]
+
+    @property
     def experts(self) -> list[str]:
-        """Expert names, from the config (default: the three MMoE interactions)."""
-        return list(self.config.get("experts") or DEFAULT_EXPERTS)
+        """Expert names, from the config (default: the three MMoE interactions; for I2MoE, the experts of the
+        evaluation results or of the configured modalities)."""
+        if self.config.get("experts"):
+            return list(self.config["experts"])
+        if self.is_i2moe:
+            return list(self.eval_results.get("experts") or i2moe_expert_names(self.modalities))
+        return list(DEFAULT_EXPERTS)
+
+    @property
+    def modalities(self) -> list[str]:
+        """I2MoE's modalities (``config.json``; default ``["caption", "text"]`` as in ``I2MoEConfig``)."""
+        return list(self.config.get("modalities") or ["caption", "text"])
 
     @property
     def backbone_type(self) -> str | None:
@@ -191,13 +231,13 @@ class MMoEModelCardData:
         if self.model_name:
             return self.model_name
         backbone = self.resolved_base_model() or self.backbone_type or "backbone"
-        name = f"MMoE ({backbone.split('/')[-1]})"
+        name = f"{self.mixture_label} ({backbone.split('/')[-1]})"
         dataset = self.dataset_name or self.dataset_id
         return f"{name} on {dataset}" if dataset else name
 
     def resolved_tags(self) -> list[str]:
-        """:data:`DEFAULT_TAGS`, the backbone family and the user's tags, without duplicates."""
-        tags = list(DEFAULT_TAGS)
+        """:data:`DEFAULT_TAGS`, the method's tags, the backbone family and the user's tags, without duplicates."""
+        tags = list(DEFAULT_TAGS[:1]) + list(METHOD_TAGS.get(self.method, ())) + list(DEFAULT_TAGS[1:])
         if self.backbone_type:
             tags.append(self.backbone_type)
         if self.training_stages:
@@ -209,16 +249,17 @@ class MMoEModelCardData:
     def eval_result_entries(self) -> list[EvalResult]:
         """One :class:`~huggingface_hub.EvalResult` per (system, metric) found in ``eval_results.json``.
 
-        Systems are the single-model ``baseline``, the full ``mmoe`` model and every fusion rule; each is told
-        apart by ``metric_config`` (``"baseline"``, ``"mmoe"``, ``"fusion-router"``, ...) and a readable
-        ``metric_name``. Values are the numbers of ``eval_results.json`` unchanged (means over seeds when
+        Systems are the single-model ``baseline``, the run's mixture (key ``mmoe`` for both methods, named
+        ``"MMoE ..."`` or ``"I2MoE ..."``), every fusion rule (MMoE) and every expert alone (I2MoE); each is told
+        apart by ``metric_config`` (``"baseline"``, ``"mmoe"``, ``"fusion-router"``, ``"expert-synergy"``, ...) and
+        a readable ``metric_name``. Values are the numbers of ``eval_results.json`` unchanged (means over seeds when
         several seeds ran).
         """
         dataset_name = self.dataset_name or self.dataset_id or "custom"
         dataset_type = self.dataset_id or formatting.slugify(dataset_name)
         split = self.eval_results.get("split")
         entries: list[EvalResult] = []
-        for key, label, block in formatting.result_systems(self.eval_results):
+        for key, label, block in formatting.result_systems(self.eval_results, self.mixture_label):
             for metric in METRICS:
                 value = block.get(metric)
                 if not isinstance(value, (int, float)):

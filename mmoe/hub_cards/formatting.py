@@ -14,7 +14,7 @@ from importlib import metadata
 from typing import Any
 
 from ..configuration_mmoe import DEFAULT_EXPERTS, FUSION_METHODS
-from ..training.degenerate import degenerate_warnings
+from ..training.degenerate import degenerate_warnings, mixture_name
 
 INTERACTIONS: tuple[str, ...] = tuple(DEFAULT_EXPERTS)
 FUSION_RULES: tuple[str, ...] = tuple(FUSION_METHODS)
@@ -94,16 +94,30 @@ def ordered_categories(*mappings: Mapping[str, Any] | None) -> list[str]:
     return [c for c in INTERACTIONS if c in found] + [c for c in found if c not in INTERACTIONS]
 
 
-def result_systems(eval_results: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
-    """``(key, label, metric block)`` for the baseline, MMoE and every fusion rule present."""
+def method_label(results: Mapping[str, Any]) -> str:
+    """Short name of the run's mixture, ``"MMoE"`` or ``"I2MoE"``: :func:`~mmoe.training.degenerate.mixture_name`
+    without its parenthesis (``results["method"]`` decides; no method means MMoE)."""
+    return mixture_name(results).split(" (")[0]
+
+
+def result_systems(
+    eval_results: Mapping[str, Any], mixture_label: str | None = None
+) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """``(key, label, metric block)`` for the baseline, the run's mixture (key ``"mmoe"`` for both methods, label
+    ``mixture_label``, by default :func:`method_label`), every fusion rule (MMoE) and every expert alone (I2MoE's
+    ``expert_scores``) present."""
     if isinstance(eval_results.get("baseline"), Mapping):
         yield "baseline", "Baseline (single model)", eval_results["baseline"]
     if isinstance(eval_results.get("mmoe"), Mapping):
-        yield "mmoe", "MMoE", eval_results["mmoe"]
+        yield "mmoe", mixture_label or method_label(eval_results), eval_results["mmoe"]
     fusion = eval_results.get("fusion") or {}
     for rule in list(FUSION_RULES) + [r for r in fusion if r not in FUSION_RULES]:
         if isinstance(fusion.get(rule), Mapping):
             yield f"fusion-{rule}", FUSION_LABELS.get(rule, f"Fusion: {rule}"), fusion[rule]
+    expert_scores = eval_results.get("expert_scores")
+    for expert, block in (expert_scores.items() if isinstance(expert_scores, Mapping) else ()):
+        if isinstance(block, Mapping) and not str(expert).endswith("_std"):
+            yield f"expert-{expert}", f"Expert alone: {expert}", block
 
 
 def framework_versions() -> dict[str, str]:
@@ -118,9 +132,10 @@ def framework_versions() -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ tables
-def results_rows(eval_results: Mapping[str, Any]) -> list[list[str]]:
-    """Overall results: one row per system; the best non-oracle value of each metric in bold."""
-    systems = list(result_systems(eval_results))
+def results_rows(eval_results: Mapping[str, Any], mixture_label: str | None = None) -> list[list[str]]:
+    """Overall results: one row per system (the mixture named ``mixture_label``, see :func:`result_systems`); the
+    best non-oracle value of each metric in bold."""
+    systems = list(result_systems(eval_results, mixture_label))
     best: dict[str, float] = {}
     for key, _, block in systems:
         for metric in METRIC_LABELS:
@@ -142,7 +157,10 @@ def results_rows(eval_results: Mapping[str, Any]) -> list[list[str]]:
 
 
 def degenerate_notes(
-    eval_results: Mapping[str, Any], num_labels: int | None, id2label: Mapping[Any, Any] | None = None
+    eval_results: Mapping[str, Any],
+    num_labels: int | None,
+    id2label: Mapping[Any, Any] | None = None,
+    mixture_label: str | None = None,
 ) -> list[str]:
     """Warnings for systems that predict one class only (a constant predictor can score a high F1).
 
@@ -159,7 +177,7 @@ def degenerate_notes(
         covered.add("fusion-router")  # the same predictions as MMoE
     if num_labels != 2:
         return notes
-    for key, label, block in result_systems(eval_results):
+    for key, label, block in result_systems(eval_results, mixture_label):
         if key in covered:
             continue
         accuracy, precision, recall = (block.get(m) for m in ("accuracy", "precision", "recall"))
@@ -172,6 +190,20 @@ def degenerate_notes(
     return notes
 
 
+def group_counts(eval_results: Mapping[str, Any], gold: bool = False) -> dict[str, Any]:
+    """Evaluation examples per interaction type: inferred types (``interaction_counts`` of the evaluation split), or
+    gold types (row sums of the categorization confusion matrix, on data that has them)."""
+    if not gold:
+        counts = (eval_results.get("interaction_counts") or {}).get(eval_results.get("split")) or {}
+        return dict(counts) if isinstance(counts, Mapping) else {}
+    confusion = (eval_results.get("categorization") or {}).get("confusion") or {}
+    return {
+        name: sum(n for p, n in (row or {}).items() if not str(p).endswith("_std") and isinstance(n, (int, float)))
+        for name, row in confusion.items()
+        if not str(name).endswith("_std")
+    }
+
+
 def interaction_results_rows(eval_results: Mapping[str, Any], key: str = "by_interaction") -> list[list[str]]:
     """Per-interaction rows: test count, baseline accuracy/F1, MMoE accuracy/F1 and the F1 change.
 
@@ -181,15 +213,7 @@ def interaction_results_rows(eval_results: Mapping[str, Any], key: str = "by_int
     """
     by_interaction = eval_results.get(key) or {}
     baseline, mmoe = by_interaction.get("baseline") or {}, by_interaction.get("mmoe") or {}
-    if key == "by_interaction":
-        counts = (eval_results.get("interaction_counts") or {}).get(eval_results.get("split")) or {}
-    else:
-        confusion = (eval_results.get("categorization") or {}).get("confusion") or {}
-        counts = {
-            gold: sum(n for p, n in (row or {}).items() if not str(p).endswith("_std") and isinstance(n, (int, float)))
-            for gold, row in confusion.items()
-            if not str(gold).endswith("_std")
-        }
+    counts = group_counts(eval_results, gold=key != "by_interaction")
     rows = []
     for category in ordered_categories(baseline, mmoe):
         base_block, mmoe_block = baseline.get(category), mmoe.get(category)
@@ -260,6 +284,118 @@ def router_weight_table(weights: Mapping[str, Mapping[str, float]] | None, exper
         row_weights = weights.get(category) or {}
         rows.append([category] + [_weight_text(row_weights, e) for e in columns])
     return {"header": ["interaction"] + columns, "rows": rows}
+
+
+ALL_EXAMPLES = "all"
+"""The group of :func:`expert_weight_groups` that holds the mean weights over every evaluation example."""
+
+
+def expert_weight_groups(eval_results: Mapping[str, Any], experts: list[str] | None = None) -> dict[str, Any] | None:
+    """The expert weights of an I2MoE run as the card shows them, one source for its plot and its table.
+
+    Returns ``None`` without ``interpretation``, else ``{"grouping", "experts", "groups", "counts"}``:
+    ``groups`` is ``{group: {expert: mean weight}}`` with :data:`ALL_EXAMPLES` (``mean_weights``) first, then each
+    gold interaction type (``weights_by_gold_interaction``, ``grouping="gold"``) when the data has them, else each
+    categorized type (``weights_by_interaction``, ``grouping="categorized"``); ``counts`` the evaluation examples of
+    each group, where known; ``experts`` the columns, ``experts`` first, then any other expert found.
+    """
+    interpretation = eval_results.get("interpretation")
+    if not isinstance(interpretation, Mapping):
+        return None
+    grouping, by_group = None, {}
+    for name, key in (("gold", "weights_by_gold_interaction"), ("categorized", "weights_by_interaction")):
+        candidate = interpretation.get(key)
+        if isinstance(candidate, Mapping) and any(isinstance(v, Mapping) and v for v in candidate.values()):
+            grouping, by_group = name, candidate
+            break
+    groups: dict[str, Mapping[str, Any]] = {}
+    if isinstance(interpretation.get("mean_weights"), Mapping) and interpretation["mean_weights"]:
+        groups[ALL_EXAMPLES] = interpretation["mean_weights"]
+    for category in ordered_categories(by_group):
+        if isinstance(by_group.get(category), Mapping) and by_group[category]:
+            groups[category] = by_group[category]
+    columns = [
+        e for e in dict.fromkeys(list(experts or []) + [k for g in groups.values() for k in g])
+        if not str(e).endswith("_std") and any(isinstance(g.get(e), (int, float)) for g in groups.values())
+    ]
+    if not columns:
+        return None
+    counts = group_counts(eval_results, gold=grouping == "gold") if grouping else {}
+    categorized = group_counts(eval_results)
+    if categorized and all(isinstance(n, (int, float)) for n in categorized.values()):
+        counts[ALL_EXAMPLES] = sum(categorized.values())
+    counts = {g: counts[g] for g in groups if isinstance(counts.get(g), (int, float))}
+    return {"grouping": grouping, "experts": columns, "groups": groups, "counts": counts}
+
+
+def expert_weight_table(weights: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """:func:`expert_weight_groups` as a table: one row per group (examples, then each expert's mean weight)."""
+    if not weights:
+        return None
+    first = {"gold": "gold interaction", "categorized": "interaction"}.get(weights["grouping"], "examples")
+    rows = []
+    for group, row_weights in weights["groups"].items():
+        label = "**all**" if group == ALL_EXAMPLES else group
+        count = weights["counts"].get(group)
+        rows.append([label, count_text(count) if count is not None else EMPTY]
+                    + [_weight_text(row_weights, e) for e in weights["experts"]])
+    return {"header": [first, "examples"] + list(weights["experts"]), "rows": rows}
+
+
+def synergy_weight_check(interpretation: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Whether the synergy expert's mean weight is higher on gold synergy examples than on any other gold type.
+
+    Computed from ``weights_by_gold_interaction`` as :func:`mmoe.training.evaluation.evaluate_i2moe` does (so
+    results averaged over seeds are judged on the mean weights the card shows), else read from
+    ``synergy_weight_highest_on_gold_synergy``. Returns ``{"highest", "on", "elsewhere", "elsewhere_group"}``
+    (the weights as text, ``None`` when unknown), or ``None`` without either.
+    """
+    if not isinstance(interpretation, Mapping):
+        return None
+    by_gold = interpretation.get("weights_by_gold_interaction")
+    on = (by_gold.get("synergy") or {}).get("synergy") if isinstance(by_gold, Mapping) else None
+    if isinstance(on, (int, float)):
+        elsewhere = {
+            group: weights["synergy"]
+            for group, weights in by_gold.items()
+            if group != "synergy" and isinstance(weights, Mapping) and isinstance(weights.get("synergy"), (int, float))
+        }
+        top = max(elsewhere, key=elsewhere.get) if elsewhere else None
+        return {
+            "highest": not elsewhere or on > elsewhere[top],
+            "on": f"{on:.3f}",
+            "elsewhere": f"{elsewhere[top]:.3f}" if top else None,
+            "elsewhere_group": top,
+        }
+    flag = interpretation.get("synergy_weight_highest_on_gold_synergy")
+    if isinstance(flag, bool):
+        return {"highest": flag, "on": None, "elsewhere": None, "elsewhere_group": None}
+    return None
+
+
+def expert_agreement_summary(interpretation: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """How often the experts' own predictions agree (I2MoE's interpretation, Table 3 of the paper), as text:
+    ``{"all_agree", "disagreement_rows", "accuracy_when_disagree", "pairwise"}``; ``None`` when nothing is known."""
+    if not isinstance(interpretation, Mapping):
+        return None
+    pairwise = interpretation.get("pairwise_agreement")
+    pairs = [
+        (pair.replace("|", " / "), _percent_text(rate))
+        for pair, rate in (pairwise.items() if isinstance(pairwise, Mapping) else ())
+        if not str(pair).endswith("_std") and isinstance(rate, (int, float))
+    ]
+    rows = interpretation.get("disagreement_rows")
+    summary = {
+        "all_agree": _percent_text(interpretation.get("all_agree_rate")),
+        "disagreement_rows": count_text(rows) if isinstance(rows, (int, float)) else None,
+        "accuracy_when_disagree": _percent_text(interpretation.get("accuracy_when_experts_disagree")),
+        "pairwise": pairs,
+    }
+    return summary if summary["all_agree"] or pairs else None
+
+
+def _percent_text(value: Any) -> str | None:
+    return f"{100 * value:.1f} %" if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _weight_text(row: Mapping[str, Any], expert: str) -> str:

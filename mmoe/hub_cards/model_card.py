@@ -1,4 +1,4 @@
-"""Render ``README.md`` (YAML metadata + Markdown body) and its plots into an MMoE output folder."""
+"""Render ``README.md`` (YAML metadata + Markdown body) and its plots into an MMoE or I2MoE output folder."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def write_model_card(
     model_id: str | None = None,
     template_path: str | Path | None = None,
 ) -> ModelCard:
-    """Write ``README.md`` and the plots (``interaction_f1.png``, ``router_weights.png``) into ``output_dir``.
+    """Write ``README.md`` and the plots (``interaction_f1.png``; ``router_weights.png`` for MMoE,
+    ``expert_weights.png`` for I2MoE) into ``output_dir``.
 
     Call it after the model, ``eval_results.json`` and ``mmoe_run.json`` are saved.
 
@@ -68,7 +69,7 @@ def write_model_card(
     if card_data.training_stages and card_data.training_stages != from_folder.training_stages:
         logs = {"stages": card_data.training_stages}
         (output_dir / TRAINING_LOGS_FILE).write_text(json.dumps(logs, indent=2, default=str), encoding="utf-8")
-    card_data.plots = write_plots(card_data.eval_results, output_dir, card_data.experts)
+    card_data.plots = write_plots(card_data.eval_results, output_dir, card_data.experts, card_data.mixture_label)
     card = render_model_card(card_data, template_path)
     card.save(output_dir / CARD_FILE)
     return card
