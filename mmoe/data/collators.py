@@ -25,6 +25,18 @@ class _RowFields(dict):
         )
 
 
+DEFAULT_TEMPLATES = {
+    "mustard": "{caption} | {context} | {text}",
+    "synthetic": "{caption} | {text}",
+}
+"""The text template of each built-in dataset (the image-captioned route: the caption is text)."""
+
+
+def resolve_text_template(dataset: str, template: str | None = None) -> str:
+    """``template`` when given, else the built-in dataset's default, else ``"{text}"``."""
+    return template or DEFAULT_TEMPLATES.get(dataset, "{text}")
+
+
 def format_text(row: dict[str, Any], template: str) -> str:
     """Fill ``template`` (e.g. ``"{caption} {text}"``) with a row's columns; ``None`` becomes ``""``."""
     return template.format_map(_RowFields({k: ("" if v is None else v) for k, v in row.items()}))

@@ -204,8 +204,6 @@ def template_context(data: MMoEModelCardData) -> dict[str, Any]:
         )
     hyperparameters = {k: v for k, v in data.hyperparameters.items() if not (i2moe and unused_by_i2moe(k))}
     root_seed_reason = data.root_seed_reason
-    if i2moe and root_seed_reason:  # the pipeline's sentence names MMoE's router fusion for every method
-        root_seed_reason = root_seed_reason.replace("the mixture (router fusion)", data.mixture_name)
     weights = expert_weight_groups(eval_results, data.experts) if i2moe else None
     return {
         "method": data.method,

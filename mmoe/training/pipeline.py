@@ -47,6 +47,7 @@ from ..modeling_mmoe import MMoEForSequenceClassification
 from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
 from .callbacks import ModelCardCallback
 from .categorize import categorize_splits, filter_by_confidence, interaction_counts, rebalance_interactions
+from .degenerate import mixture_name
 from .evaluation import I2MOE_OUTPUT_FIELDS, evaluate_i2moe, evaluate_mixture, predict
 from .pipeline_data import (
     add_unimodal_predictions,
@@ -746,7 +747,18 @@ def _write_run_info(
         "router_focal_gamma": model_args.router_focal_gamma, "router_focal_alpha": model_args.router_focal_alpha,
         "router_input": model_args.router_input, "router_objective": model_args.router_objective,
         "unimodal_source": data_args.unimodal_source, "text_template": text_template(data_args),
+        "method": model_args.method,
     }
+    if model_args.method == I2MOE:
+        hyperparameters.update({
+            key: getattr(model_args, key)
+            for key in ("interaction_loss_weight", "reweighting", "reweighting_temperature", "reweighting_hidden_size")
+        })
+        hyperparameters["modalities"] = list(model_args.modalities or template_fields(text_template(data_args)))
+        hyperparameters["i2moe_num_train_epochs"] = training_args.i2moe_num_train_epochs
+        for key in ("router_focal_gamma", "router_focal_alpha", "router_input", "router_objective",
+                    "router_learning_rate"):
+            hyperparameters.pop(key)
     info = {
         "backbone": model_args.backbone, "dataset": data_args.dataset, "dataset_id": None, "seeds": seeds,
         "hyperparameters": hyperparameters, **card_metadata(data_args, training_args), **extra,
@@ -808,9 +820,9 @@ def choose_root_seed(seeds: list[int], per_seed: list[dict[str, Any]], metric: s
     values = {seed: float(run["validation"]["mmoe"][metric]) for seed, run in zip(seeds, per_seed)}
     best = min(values, key=lambda seed: (-values[seed], seed))
     listed = ", ".join(f"seed {seed}: {value:.4f}" for seed, value in sorted(values.items()))
+    system = mixture_name(per_seed[0]) if per_seed[0].get("method") == I2MOE else "the mixture (router fusion)"
     reason = (
-        f"highest validation {metric} of the mixture (router fusion) on the validation split ({listed}); "
-        "ties go to the lowest seed"
+        f"highest validation {metric} of {system} on the validation split ({listed}); ties go to the lowest seed"
     )
     return best, reason
 
@@ -825,7 +837,12 @@ def aggregate_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     ``<name>_std`` beside each value (population std). Counts and other numbers are averaged without a spread."""
 
     def combine(values: list[Any]) -> Any:
+        if any(value is None for value in values):  # e.g. no row where I2MoE's experts disagree in some seed
+            numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            return float(np.mean(numbers)) if numbers else None
         first = values[0]
+        if all(isinstance(value, bool) for value in values):
+            return all(values)  # a flag holds over the seeds when it holds in every one
         if isinstance(first, dict):
             keys = [k for k in first if all(isinstance(v, dict) and k in v for v in values)]
             out = {k: combine([v[k] for v in values]) for k in keys}

@@ -29,7 +29,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_from_d
 from transformers import AutoConfig
 
 from ..backbone_utils import is_vision_language
-from ..data.collators import format_text
+from ..data.collators import format_text, resolve_text_template
 from ..data.images import prepare_image_dataset
 from .arguments import DataArguments, MMoETrainingArguments
 from .trainer_utils import stage_arguments
@@ -37,10 +37,6 @@ from .trainer_utils import stage_arguments
 logger = logging.getLogger("mmoe")
 
 PREDICTION_COLUMNS = ("text_prediction", "vision_prediction")
-DEFAULT_TEMPLATES = {
-    "mustard": "{caption} | {context} | {text}",
-    "synthetic": "{caption} | {text}",
-}
 
 
 def load_pipeline_dataset(data_args: DataArguments) -> DatasetDict:
@@ -96,7 +92,7 @@ def _skip_image_decoding(dataset: DatasetDict, keep: str | None) -> DatasetDict:
 
 
 def text_template(data_args: DataArguments) -> str:
-    return data_args.text_template or DEFAULT_TEMPLATES.get(data_args.dataset, "{text}")
+    return resolve_text_template(data_args.dataset, data_args.text_template)
 
 
 INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")

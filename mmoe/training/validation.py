@@ -158,11 +158,11 @@ def i2moe_data_problems(model_args: ModelArguments, data_args: DataArguments) ->
     """``--method i2moe``: the modalities are columns of the text template, and the route is the captioned one."""
     if model_args.method != "i2moe":
         return []
+    from ..data.collators import resolve_text_template
     from ..data.modalities import template_fields
-    from .pipeline_data import text_template
 
     problems = []
-    template = text_template(data_args)
+    template = resolve_text_template(data_args.dataset, data_args.text_template)
     columns = template_fields(template)
     modalities = list(model_args.modalities or columns)
     unknown = [name for name in modalities if name not in columns]
