@@ -36,6 +36,7 @@ RUN = {
     "model": "MMoEForSequenceClassification.from_backbone(backbone, num_labels=2)   # LoRA",
     "synthetic": "make_synthetic_dataset(num_train=1200",
     "categorize": "categorize_splits(\n    mustard,",
+    "i2moe": "I2MoEForSequenceClassification.from_backbone(backbone, num_labels=2",
 }
 SKIP = {
     "unimodal sources": "cross_fit_predictions(splits, \"path/to/checkpoint\"",
@@ -92,3 +93,13 @@ def test_categorize_block_prints_the_counts_it_shows(tmp_path, monkeypatch):
     _, printed = _run(code, tmp_path, monkeypatch)
     assert comment is not None
     assert printed.strip().splitlines()[-1] == comment.group(1)
+
+
+def test_i2moe_block(tmp_path, monkeypatch, tiny_bert_dir):
+    code = _block(RUN["i2moe"]).replace('"sentence-transformers/all-MiniLM-L6-v2"', repr(str(tiny_bert_dir)))
+    namespace, printed = _run(code, tmp_path, monkeypatch)
+    assert printed.splitlines() == [
+        "['uniqueness_caption', 'uniqueness_text', 'synergy', 'redundancy']",
+        "torch.Size([2, 4]) torch.Size([2, 4])",
+    ]
+    assert namespace["out"].interaction_losses.shape == (4,)
