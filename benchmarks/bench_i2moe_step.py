@@ -27,12 +27,11 @@ import statistics
 import tempfile
 
 import torch
+from bench_inference import QWEN2_SIZES, time_once  # noqa: E402  (sibling benchmark, run from benchmarks/ or root)
 from transformers import AutoConfig, AutoModel
 
 from mmoe import I2MoEConfig, I2MoEForSequenceClassification, MMoEConfig, MMoEForSequenceClassification
 from mmoe.training.pipeline import resolve_backbone
-
-from bench_inference import QWEN2_SIZES, time_once  # noqa: E402  (sibling benchmark, run from benchmarks/ or root)
 
 SYSTEMS = ("baseline", "i2moe", "i2moe_no_interaction_loss", "i2moe_sequential")
 

@@ -237,6 +237,8 @@ def test_bad_input_gets_a_clear_error():
     with pytest.raises(ValueError, match="follow from the modalities"):
         I2MoEConfig(backbone_config=tiny_backbone_config(), num_labels=2, experts=["a", "b"])
     with pytest.raises(ValueError, match="not columns of the text template"):
+        ModalityCollator(tokenizer=tiny_tokenizer(), text_template="{caption} | {text}", modalities=["scene", "text"])
+    with pytest.raises(ValueError, match="'image' is the image of a vision-language backbone"):
         ModalityCollator(tokenizer=tiny_tokenizer(), text_template="{caption} | {text}", modalities=["image", "text"])
     collator = ModalityCollator(tokenizer=tiny_tokenizer(), text_template="{caption} | {text}", modalities=MODALITIES)
     rows = _rows()

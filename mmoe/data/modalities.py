@@ -17,7 +17,9 @@ from typing import Any
 
 import torch
 
+from ..configuration_mmoe import IMAGE_MODALITY
 from .collators import MMoECollator, _RowFields, encode_targets
+from .multimodal_collator import MultimodalCollator
 
 NO_MODALITY = -1
 
@@ -65,9 +67,94 @@ def modality_ids_from_offsets(offsets: torch.Tensor, spans: list[list[tuple[int,
     return ids
 
 
+class _ModalitySpans:
+    """Text positions of the modalities, shared by the text and the vision-language collators.
+
+    Subclasses have ``modalities``, ``text_template``, ``max_length`` and a fast tokenizer (``_span_tokenizer``).
+    """
+
+    modalities: Sequence[str]
+    text_template: str
+    max_length: int | None
+
+    @property
+    def _span_tokenizer(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def _text_modalities(self) -> list[str]:
+        return [name for name in self.modalities if name != IMAGE_MODALITY]
+
+    def _check_template(self) -> None:
+        missing = [name for name in self._text_modalities if name not in template_fields(self.text_template)]
+        if missing:
+            raise ValueError(
+                f"Modalities {missing} are not columns of the text template {self.text_template!r} (columns: "
+                f"{template_fields(self.text_template)}). Each I2MoE text modality is a template column"
+                f"{'' if IMAGE_MODALITY in self.modalities else f'; {IMAGE_MODALITY!r} is the image of a VLM'}."
+            )
+
+    def _encode(self, rows: Sequence[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """The tokenizer's encoding of the rows' texts (``input_ids``, ``attention_mask``, ...) with
+        ``modality_ids`` ``[B, T]``, and the texts."""
+        tokenizer = self._span_tokenizer
+        if not getattr(tokenizer, "is_fast", True):
+            raise ValueError("I2MoE's collators need a fast tokenizer (character offsets); load it with use_fast=True.")
+        texts, spans = zip(*(format_with_spans(row, self.text_template, self.modalities) for row in rows))
+        kwargs: dict[str, Any] = {"padding": True, "return_tensors": "pt", "return_offsets_mapping": True}
+        if self.max_length is not None:
+            kwargs.update(truncation=True, max_length=self.max_length)
+        encoded = dict(tokenizer(list(texts), **kwargs))
+        encoded["modality_ids"] = modality_ids_from_offsets(encoded.pop("offset_mapping"), list(spans))
+        return encoded, list(texts)
+
+    def _rows_without(self, modality_ids: torch.Tensor) -> dict[str, list[int]]:
+        """``{modality: [rows]}`` of the rows in which a text modality has no token (only those with such rows)."""
+        missing = {}
+        for index, name in enumerate(self.modalities):
+            if name == IMAGE_MODALITY:
+                continue
+            empty = (~(modality_ids == index).any(dim=1)).nonzero().flatten().tolist()
+            if empty:
+                missing[name] = empty
+        return missing
+
+    def _refuse_missing(self, modality_ids: torch.Tensor, texts: list[str]) -> None:
+        for name, empty in self._rows_without(modality_ids).items():
+            raise ValueError(
+                f"Modality {name!r} has no token in {len(empty)} row(s) of this batch (e.g. row {empty[0]}: "
+                f"{texts[empty[0]][:80]!r}): its column is empty or was truncated away at max_length="
+                f"{self.max_length}. I2MoE masks each modality, so every row needs every one: fill or drop those "
+                "rows, or raise --max_length."
+            )
+
+    def check_rows(self, rows: Sequence[dict[str, Any]], split: str = "data", batch_size: int = 512) -> None:
+        """Encode the text of every row (no model, no images needed) and raise one ``ValueError`` naming, per
+        modality, how many rows of ``split`` have no token of it, with their indices: the check to run before any
+        training starts."""
+        missing: dict[str, list[int]] = {}
+        for start in range(0, len(rows), batch_size):
+            chunk = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
+            encoded, _ = self._encode(chunk)
+            for name, empty in self._rows_without(encoded["modality_ids"]).items():
+                missing.setdefault(name, []).extend(start + i for i in empty)
+        problems = [
+            f"modality {name!r} has no token in {len(empty)} row(s) of the {split} split (rows {empty[:8]}"
+            f"{' ...' if len(empty) > 8 else ''}): the column is empty or truncated away at max_length="
+            f"{self.max_length}"
+            for name, empty in missing.items()
+        ]
+        if problems:
+            raise ValueError(
+                "I2MoE masks one modality at a time, so every row needs every modality: " + "; ".join(problems)
+                + ". Fill or drop those rows, or raise --max_length."
+            )
+
+
 @dataclass
-class ModalityCollator(MMoECollator):
-    """:class:`~mmoe.data.collators.MMoECollator` plus ``modality_ids`` ``[B, T]`` for I2MoE.
+class ModalityCollator(_ModalitySpans, MMoECollator):
+    """:class:`~mmoe.data.collators.MMoECollator` plus ``modality_ids`` ``[B, T]`` for I2MoE (text backbones: the
+    image-captioned route).
 
     Args:
         modalities: the template columns that are modalities, in the model's order (``config.modalities``). Other
@@ -83,63 +170,58 @@ class ModalityCollator(MMoECollator):
     modalities: Sequence[str] = field(default_factory=lambda: ["caption", "text"])
 
     def __post_init__(self) -> None:
-        missing = [name for name in self.modalities if name not in template_fields(self.text_template)]
-        if missing:
+        if IMAGE_MODALITY in self.modalities:
             raise ValueError(
-                f"Modalities {missing} are not columns of the text template {self.text_template!r} (columns: "
-                f"{template_fields(self.text_template)}). Each I2MoE modality is a template column."
+                f"Modality {IMAGE_MODALITY!r} is the image of a vision-language backbone; this collator serves text "
+                "backbones (the caption is a text modality). Use MultimodalModalityCollator for ViLT."
             )
+        self._check_template()
+
+    @property
+    def _span_tokenizer(self) -> Any:
+        return self.tokenizer
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         encoded, texts = self._encode(rows)
-        for name, empty in self._rows_without(encoded["modality_ids"]).items():
-            raise ValueError(
-                f"Modality {name!r} has no token in {len(empty)} row(s) of this batch (e.g. row {empty[0]}: "
-                f"{texts[empty[0]][:80]!r}): its column is empty or was truncated away at max_length="
-                f"{self.max_length}. I2MoE masks each modality, so every row needs every one: fill or drop those "
-                "rows, or raise --max_length."
-            )
+        self._refuse_missing(encoded["modality_ids"], texts)
         encoded.update(encode_targets(rows, self.label_column, self.interaction_column, self.experts))
         return encoded
 
-    def _encode(self, rows: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[str]]:
-        if not getattr(self.tokenizer, "is_fast", True):
-            raise ValueError("ModalityCollator needs a fast tokenizer (character offsets); load it with use_fast=True.")
-        texts, spans = zip(*(format_with_spans(row, self.text_template, self.modalities) for row in rows))
-        encoded = dict(self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
-            return_offsets_mapping=True,
-        ))
-        encoded["modality_ids"] = modality_ids_from_offsets(encoded.pop("offset_mapping"), list(spans))
-        return encoded, list(texts)
 
-    def _rows_without(self, modality_ids: torch.Tensor) -> dict[str, list[int]]:
-        """``{modality: [rows]}`` of the rows in which a modality has no token (only modalities with such rows)."""
-        missing = {}
-        for index, name in enumerate(self.modalities):
-            empty = (~(modality_ids == index).any(dim=1)).nonzero().flatten().tolist()
-            if empty:
-                missing[name] = empty
-        return missing
+@dataclass
+class MultimodalModalityCollator(_ModalitySpans, MultimodalCollator):
+    """:class:`~mmoe.data.multimodal_collator.MultimodalCollator` plus ``modality_ids`` for I2MoE on a fusion VLM
+    (ViLT): the image is the modality ``"image"`` (masked at its pixels by the model), the text modalities are
+    template columns marked in the text positions.
 
-    def check_rows(self, rows: Sequence[dict[str, Any]], split: str = "data", batch_size: int = 512) -> None:
-        """Encode every row (no model needed) and raise one ``ValueError`` naming, per modality, how many rows of
-        ``split`` have no token of it, with their indices: the check to run before any training starts."""
-        problems = []
-        missing: dict[str, list[int]] = {}
-        for start in range(0, len(rows), batch_size):
-            chunk = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
-            encoded, _ = self._encode(chunk)
-            for name, empty in self._rows_without(encoded["modality_ids"]).items():
-                missing.setdefault(name, []).extend(start + i for i in empty)
-        for name, empty in missing.items():
-            problems.append(
-                f"modality {name!r} has no token in {len(empty)} row(s) of the {split} split (rows {empty[:8]}"
-                f"{' ...' if len(empty) > 8 else ''}): the column is empty or truncated away at max_length="
-                f"{self.max_length}"
-            )
-        if problems:
+    Processors that expand image placeholder tokens inside the prompt (LLaVA, BLIP-2) are refused: their text
+    positions do not follow from the tokenizer's offsets alone.
+    """
+
+    modalities: Sequence[str] = field(default_factory=lambda: [IMAGE_MODALITY, "text"])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self._image_token is not None or self.prompt_template != "{text}":
             raise ValueError(
-                "I2MoE masks one modality at a time, so every row needs every modality: " + "; ".join(problems)
-                + ". Fill or drop those rows, or raise --max_length."
+                "I2MoE's modality spans need a processor whose text positions are the tokenizer's "
+                f"({type(self.processor).__name__} inserts image placeholder tokens or a prompt around the text). Use "
+                "ViLT, or the image-captioned route with a text backbone (the caption as a text modality)."
             )
+        self._check_template()
+
+    @property
+    def _span_tokenizer(self) -> Any:
+        return self._tokenizer
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(rows)
+        encoded, texts = self._encode(rows)
+        if not torch.equal(encoded["input_ids"], batch["input_ids"]):
+            raise ValueError(
+                f"{type(self.processor).__name__} encodes the text differently from its tokenizer, so the modality "
+                "positions cannot be marked; use the image-captioned route for I2MoE."
+            )
+        self._refuse_missing(encoded["modality_ids"], texts)
+        batch["modality_ids"] = encoded["modality_ids"]
+        return batch
