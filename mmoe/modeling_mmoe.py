@@ -28,11 +28,8 @@ from __future__ import annotations
 import inspect
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,15 +51,11 @@ from .backbone_utils import (
 from .configuration_mmoe import MMoEConfig
 from .fused_lora import install_fused_lora
 from .fusion import fuse
+from .hub_utils import CARD_FILE, companion_files, copy_companion_files, push_saved_model
 from .losses import fused_nll_loss
 
 ROUTER = "router"
 _BASE = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
-# What an mmoe-train output folder adds to the weights when pushed: card, plots, reports, tokenizer/processor.
-_COMPANION_FILES = (
-    "README.md", "*.png", "eval_results.json", "mmoe_run.json", "mmoe_training_logs.json", "tokenizer*",
-    "special_tokens_map.json", "vocab.*", "merges.txt", "*processor_config.json", "chat_template*",
-)
 _NON_BACKBONE_KWARGS = (
     "labels", "interaction_labels", "fusion", "fusion_weights", "return_dict", "experts", "output_pooled_output",
     "modality_ids",
@@ -332,6 +325,10 @@ class MMoEPreTrainedModel(PreTrainedModel):
 
         The saved ``config.json`` records the layout written (``save_backbone``: ``true``/``false``). Other
         arguments are those of ``PreTrainedModel.save_pretrained``.
+
+        A model loaded from an ``mmoe-train`` output folder (one holding ``eval_results.json``) saved into another
+        folder takes that folder's model card, plots, reports and tokenizer/processor files along
+        (:data:`hub_utils.COMPANION_FILES`), so the saved folder describes the run as the original does.
         """
         embed = self.config.embeds_backbone()
         prefix = "" if self.base_model is self else f"{self.base_model_prefix}."
@@ -346,8 +343,10 @@ class MMoEPreTrainedModel(PreTrainedModel):
             super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
         finally:
             self.config.save_backbone = previous
-        if not embed and kwargs.get("is_main_process", True):
-            self.base_model.save_experts(save_directory)
+        if kwargs.get("is_main_process", True):
+            if not embed:
+                self.base_model.save_experts(save_directory)
+            copy_companion_files(self.name_or_path, save_directory)  # after peft, whose adapter card it replaces
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any, **kwargs: Any) -> Any:
@@ -381,6 +380,40 @@ class MMoEPreTrainedModel(PreTrainedModel):
                 key for key in info["missing_keys"] if not key.startswith(f"{prefix}backbone.")
             )
         return (model, info) if want_info else model
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+    ) -> Any:
+        """``PreTrainedModel.push_to_hub``, keeping the model card that :meth:`save_pretrained` writes.
+
+        transformers' ``push_to_hub`` saves the model, then overwrites the saved ``README.md`` with the card already
+        in the repository (or a generic one) plus ``tags``, and commits. A model loaded from an ``mmoe-train``
+        output folder saves that folder's card, plots and reports with it (see :meth:`save_pretrained`), so its
+        card must survive: such a model is pushed by :func:`hub_utils.push_saved_model` instead, which commits the
+        saved folder as it is in one commit, ``tags`` (and ``model_tags``) added to the card's metadata. That is
+        the commit ``mmoe-train --push_to_hub`` and ``mmoe-card --push_to_hub`` make too. Any other model is
+        pushed by transformers unchanged.
+        """
+        if not any(path.name == CARD_FILE for path in companion_files(self.name_or_path)):
+            return super().push_to_hub(
+                repo_id, commit_message=commit_message, commit_description=commit_description, private=private,
+                token=token, revision=revision, create_pr=create_pr, max_shard_size=max_shard_size, tags=tags or [],
+            )
+        return push_saved_model(
+            self, repo_id, private=private, token=token, max_shard_size=max_shard_size,
+            tags=list(dict.fromkeys([*(self.model_tags or []), *(tags or [])])), revision=revision,
+            create_pr=create_pr, commit_message=commit_message, commit_description=commit_description,
+        )
 
 
 def _adapter_parameters(entry: nn.Module | nn.Parameter) -> list[nn.Parameter]:
@@ -1088,54 +1121,6 @@ class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
         else:
             weights = None
         return fuse(expert_logits, method, weights)
-
-
-    # ------------------------------------------------------------------ publishing
-    def companion_files(self) -> list[Path]:
-        """Files of an ``mmoe-train`` output folder that belong with the weights on the Hub.
-
-        When the model was loaded from such a folder (it holds ``eval_results.json``), these are its model card,
-        plots, JSON reports and tokenizer/processor files; otherwise none.
-        """
-        folder = Path(self.name_or_path) if self.name_or_path else None
-        if folder is None or not (folder / "eval_results.json").is_file():
-            return []
-        return sorted({path for pattern in _COMPANION_FILES for path in folder.glob(pattern) if path.is_file()})
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        commit_message: str | None = None,
-        commit_description: str | None = None,
-        private: bool | None = None,
-        token: bool | str | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        max_shard_size: int | str | None = "50GB",
-        tags: list[str] | None = None,
-    ) -> Any:
-        """``PreTrainedModel.push_to_hub`` (one commit: weights, config, remote code), plus, for a model loaded
-        from an ``mmoe-train`` output folder, that folder's card, plots, reports and tokenizer/processor
-        (:meth:`companion_files`) in the same commit."""
-        companions = self.companion_files()
-        if not companions:
-            return super().push_to_hub(
-                repo_id, commit_message=commit_message, commit_description=commit_description, private=private,
-                token=token, revision=revision, create_pr=create_pr, max_shard_size=max_shard_size, tags=tags or [],
-            )
-        # Imported here so that loading the model never depends on this helper of newer transformers releases.
-        from transformers.utils.hub import hf_api
-
-        repo_id = hf_api().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-        with tempfile.TemporaryDirectory() as tmp_dir:
-            self.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
-            for path in companions:
-                shutil.copy2(path, Path(tmp_dir) / path.name)
-            return self._upload_modified_files(
-                tmp_dir, repo_id, files_timestamps={}, commit_message=commit_message or "Upload MMoE model",
-                token=token, create_pr=create_pr, revision=revision, commit_description=commit_description,
-            )
 
 
 MMoEConfig.register_for_auto_class()

@@ -16,7 +16,7 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from mmoe.hub_cards.cli import main as card_main
-from mmoe.hub_cards.publish import UPLOAD_ALLOWLIST, files_to_upload, push_model, push_output_dir, remote_code_files
+from mmoe.hub_cards.publish import UPLOAD_ALLOWLIST, files_to_upload, push_output_dir, remote_code_files
 from mmoe.training import cli, validation
 from mmoe.training.arguments import DEFAULT_BACKBONE, DataArguments, ModelArguments
 from mmoe.training.cli import main, parse_arguments, train
@@ -398,9 +398,9 @@ def test_remote_code_modules_named_by_auto_map_travel(tmp_path: Path, caplog: py
 
 
 def test_the_model_push_companions_are_part_of_the_allowlist() -> None:
-    from mmoe import modeling_mmoe
+    from mmoe import hub_utils
 
-    assert set(modeling_mmoe._COMPANION_FILES) <= set(UPLOAD_ALLOWLIST)
+    assert set(hub_utils.COMPANION_FILES) <= set(UPLOAD_ALLOWLIST)
 
 
 # ------------------------------------------------------------------------------------------ end to end
@@ -452,7 +452,7 @@ def test_config_file_run_maps_string_labels_and_publishes_exactly_its_files(
     assert published == sorted(p.name for p in out.iterdir() if p.is_file())
 
 
-def test_push_model_carries_no_unknown_files(
+def test_model_push_to_hub_carries_no_unknown_files(
     config_file_run: Path, tmp_path: Path, captured_hub: dict[str, list[dict[str, Any]]]
 ) -> None:
     import shutil
@@ -462,9 +462,10 @@ def test_push_model_carries_no_unknown_files(
     folder = tmp_path / "copy"
     shutil.copytree(config_file_run, folder, ignore=shutil.ignore_patterns("categorize", "tiny-backbones"))
     (folder / "secrets.env").write_text("HF_TOKEN=hf_secret\n")
-    push_model(MMoEForSequenceClassification.from_pretrained(folder), REPO_ID)
+    MMoEForSequenceClassification.from_pretrained(folder).push_to_hub(REPO_ID)
     sent = _sent(captured_hub)
     assert "secrets.env" not in sent and {"model.safetensors", "eval_results.json", "README.md"} <= sent
+    assert sent == set(files_to_upload(folder))
 
 
 def test_bad_labels_stop_the_pipeline_before_any_stage(tmp_path: Path, tiny_bert_dir: Path) -> None:

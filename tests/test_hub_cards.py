@@ -25,7 +25,6 @@ from mmoe.hub_cards import (
     ModelCardCallback,
     files_to_upload,
     is_hub_model_id,
-    push_model,
     push_output_dir,
     write_model_card,
 )
@@ -416,22 +415,37 @@ def test_tiny_run_publishes_model_files_only(
     assert sent == files_to_upload(output_dir) and all("/" not in path for path in sent)
 
 
-def test_push_model_saves_and_sends_card_in_one_commit(
+def test_model_push_to_hub_sends_the_folders_files_and_card_in_one_commit(
     tiny_run: dict[str, Any], captured_hub: dict[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
     output_dir: Path = tiny_run["output_dir"]
     folder = tmp_path / "copy"
     shutil.copytree(output_dir, folder)
     model = MMoEForSequenceClassification.from_pretrained(folder)  # name_or_path: the output folder
-    push_model(model, REPO_ID, private=True, tags=["sarcasm"], commit_description="tiny")
+    model.push_to_hub(REPO_ID, private=True, tags=["sarcasm"], commit_description="tiny")
     assert len(captured_hub["create_commit"]) == 1 and captured_hub["create_repo"][0]["private"] is True
     commit = captured_hub["create_commit"][0]
     assert commit["commit_description"] == "tiny"
-    # The freshly saved model + the folder's tokenizer, card, plots and reports, nothing else.
+    # The freshly saved model + the folder's tokenizer, card, plots and reports: what push_output_dir sends.
     assert sorted(op.path_in_repo for op in commit["operations"]) == files_to_upload(folder)
     (card_text,) = commit["cards"]
-    assert "- sarcasm" in card_text and f'model_id = "{REPO_ID}"' in card_text
-    assert f'model_id = "{REPO_ID}"' not in (folder / "README.md").read_text()  # the folder itself is untouched
+    assert "- sarcasm" in card_text and ModelCard(card_text).text == ModelCard.load(folder / "README.md").text
+    assert "- sarcasm" not in (folder / "README.md").read_text()  # the folder itself is untouched
+
+
+def test_push_output_dir_adds_tags_to_the_uploaded_card(
+    tmp_path: Path, captured_hub: dict[str, list[dict[str, Any]]]
+) -> None:
+    folder = _publishable_folder(tmp_path / "out")
+    push_output_dir(folder, REPO_ID, tags=["sarcasm", "mmoe"])
+    (card_text,) = captured_hub["create_commit"][0]["cards"]
+    tags = ModelCard(card_text).data.tags
+    assert tags.count("mmoe") == 1 and "sarcasm" in tags and set(DEFAULT_TAGS) <= set(tags)
+    assert "sarcasm" not in ModelCard.load(folder / "README.md").data.tags
+    (folder / "README.md").write_text("# My own card\n")  # a hand-written card without metadata gets some
+    push_output_dir(folder, REPO_ID, tags=["sarcasm"])
+    card = ModelCard(captured_hub["create_commit"][1]["cards"][0])
+    assert card.data.tags == ["sarcasm"] and card.text.strip() == "# My own card"
 
 
 # ------------------------------------------------------------------ loading from a local Hub cache

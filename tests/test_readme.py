@@ -16,7 +16,8 @@ Skipped, and why:
 * the vision-language backbone example: it loads ``llava-hf/llava-1.5-7b-hf`` (a 7 B checkpoint from the Hub) and
   a user ``dataset``; the tiny ViLT/LLaVA equivalents run in ``tests/test_vision_backbones.py``;
 * publishing and loading from the Hub (``push_output_dir``, ``from_pretrained("my-org/name")``): network and a
-  token; the one-commit upload is tested against a fake Hub in ``tests/test_hub_cards.py``.
+  token; the one-commit upload is tested against a fake Hub in ``tests/test_hub_cards.py`` and
+  ``tests/test_publish.py``.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ tokenizer/processor files, ``README.md``, the PNG plots and the run's JSON repor
 pipeline's stage folders (``baseline/``, ``experts/``, ``router/``, ``categorize/``), per-seed runs (``seed-*/``),
 ``checkpoint-*/`` and ``runs/``.
 
-The commit goes through :meth:`huggingface_hub.HfApi.create_commit` with the full operation list, so it is one
-commit whatever uploader ``huggingface_hub`` picks (its ``upload_folder`` may split large folders into several
-commits when ``hf_xet`` is installed).
+The commit is made by :func:`mmoe.hub_utils.commit_folder`, the function ``model.push_to_hub`` ends in too: one
+:meth:`huggingface_hub.HfApi.create_commit` with the full operation list (``upload_folder`` may split large folders
+into several commits when ``hf_xet`` is installed), the tags added to the uploaded card's metadata.
 """
 
 from __future__ import annotations
@@ -17,19 +17,15 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
 
-from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
+from huggingface_hub import CommitInfo, HfApi
 
+from ..hub_utils import COMPANION_FILES, DEFAULT_COMMIT_MESSAGE, commit_folder
 from .card_data import CONFIG_FILE, MMoEModelCardData
 from .model_card import CARD_FILE, is_generated_card, write_model_card
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_COMMIT_MESSAGE = "Upload MMoE model"
 
 UPLOAD_ALLOWLIST: tuple[str, ...] = (
     # weights and configs
@@ -38,15 +34,14 @@ UPLOAD_ALLOWLIST: tuple[str, ...] = (
     "configuration_mmoe.py", "modeling_mmoe.py", "backbone_utils.py", "fusion.py", "losses.py",
     # peft adapters
     "adapter_config.json", "adapter_model.safetensors",
-    # tokenizer / processor
-    "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "sentencepiece*.model",
-    "spiece.model", "*processor_config.json", "preprocessor_config.json", "chat_template*",
-    # model card, plots and the run's reports
-    "README.md", "*.png", "eval_results.json", "mmoe_run.json", "mmoe_training_logs.json",
+    # tokenizer / processor, model card, plots and the run's reports: what save_pretrained carries along too
+    *COMPANION_FILES,
 )
 """``fnmatch`` patterns of the root files that are published; nothing else is uploaded. The ``.py`` files named
 in the ``auto_map`` of the folder's configs (and the modules they import relatively) are added to it per folder
-by :func:`remote_code_files`, so remote code that grows a module still travels."""
+by :func:`remote_code_files`, so remote code that grows a module still travels. The tokenizer, card, plot and
+report patterns are :data:`mmoe.hub_utils.COMPANION_FILES`, the files ``save_pretrained`` copies from the folder a
+model was loaded from: ``model.push_to_hub`` of such a model sends the same files as this allowlist."""
 
 DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (".*", "*.tmp", "*.lock", "*.pyc")
 """Root files skipped silently (hidden and temporary files); any other root file outside
@@ -154,11 +149,13 @@ def push_output_dir(
     create_pr: bool = False,
     commit_description: str | None = None,
     card_data: MMoEModelCardData | None = None,
+    tags: list[str] | None = None,
 ) -> CommitInfo:
     """Create ``repo_id`` if needed and upload the allowlisted root files of ``output_dir`` as a single commit.
 
     Only the files of :func:`files_to_upload` travel (:data:`UPLOAD_ALLOWLIST`); other root files are skipped
-    with a warning naming them.
+    with a warning naming them. ``mmoe-train --push_to_hub`` and ``mmoe-card --push_to_hub`` call this; the
+    commit is :func:`mmoe.hub_utils.commit_folder`'s, as for ``model.push_to_hub``.
 
     Args:
         output_dir: a pipeline output folder (``config.json`` + weights at its root).
@@ -173,7 +170,9 @@ def push_output_dir(
             A hand-written README (one without the generator's marker) is never overwritten.
         create_pr: open a pull request instead of committing to the branch.
         commit_description: longer description of the commit.
-        card_data: extra card data (e.g. tags) for the regenerated card; the folder's files fill the rest.
+        card_data: extra card data for the regenerated card; the folder's files fill the rest.
+        tags: Hub tags added to the metadata of the uploaded card, next to those it has (the card in the folder
+            is not modified).
 
     Returns:
         The :class:`huggingface_hub.CommitInfo` of the commit.
@@ -190,76 +189,15 @@ def push_output_dir(
     card_path = output_dir / CARD_FILE
     if update_card and (not card_path.exists() or is_generated_card(card_path)):
         write_model_card(output_dir, card_data=card_data, model_id=repo_id)
-    if revision is not None and not create_pr:
-        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-    operations = [
-        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(output_dir / name))
-        for name in files_to_upload(output_dir, ignore_patterns)
-    ]
-    return api.create_commit(
+    return commit_folder(
+        output_dir,
         repo_id,
-        operations=operations,
-        commit_message=commit_message or DEFAULT_COMMIT_MESSAGE,
-        commit_description=commit_description,
-        repo_type="model",
+        files_to_upload(output_dir, ignore_patterns),
+        tags=tags,
+        token=token,
         revision=revision,
         create_pr=create_pr,
+        commit_message=commit_message or DEFAULT_COMMIT_MESSAGE,
+        commit_description=commit_description,
     )
 
-
-def push_model(
-    model: Any,
-    repo_id: str,
-    processor: Any | None = None,
-    output_dir: str | Path | None = None,
-    *,
-    private: bool | None = None,
-    token: str | None = None,
-    commit_message: str | None = None,
-    commit_description: str | None = None,
-    revision: str | None = None,
-    create_pr: bool = False,
-    max_shard_size: int | str | None = "50GB",
-    tags: list[str] | None = None,
-) -> CommitInfo:
-    """Save ``model`` (and its tokenizer/processor) and push it with its model card in one commit.
-
-    The keyword arguments mirror ``PreTrainedModel.push_to_hub``, so a model class can delegate its
-    ``push_to_hub`` here. The root files of ``output_dir`` (card, plots, ``eval_results.json``, tokenizer, ...)
-    travel with the freshly saved model; ``output_dir`` defaults to ``model.name_or_path`` when that is a local
-    folder (a model loaded from a pipeline output folder). The card is (re)generated for ``repo_id`` unless the
-    folder holds a hand-written one; without any folder it is rendered from the model's config alone.
-
-    Args:
-        model: an :class:`~mmoe.MMoEForSequenceClassification` (anything with ``save_pretrained``).
-        repo_id: target repository.
-        processor: tokenizer or processor to save next to the model.
-        output_dir: folder whose card, plots, reports and tokenizer files to include.
-        private, token, commit_message, commit_description, revision, create_pr: as in :func:`push_output_dir`.
-        max_shard_size: forwarded to ``save_pretrained``.
-        tags: extra Hub tags for the card.
-    """
-    if output_dir is None:
-        name_or_path = getattr(model, "name_or_path", None)
-        if name_or_path and Path(name_or_path).is_dir():
-            output_dir = name_or_path
-    with tempfile.TemporaryDirectory(prefix="mmoe-push-") as tmp:
-        staging = Path(tmp)
-        if output_dir is not None:
-            for name in files_to_upload(output_dir):
-                (staging / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(Path(output_dir) / name, staging / name)
-        model.save_pretrained(staging, max_shard_size=max_shard_size)
-        if processor is not None:
-            processor.save_pretrained(staging)
-        return push_output_dir(
-            staging,
-            repo_id,
-            private=private,
-            token=token,
-            commit_message=commit_message,
-            commit_description=commit_description,
-            revision=revision,
-            create_pr=create_pr,
-            card_data=MMoEModelCardData(tags=list(tags or [])),
-        )

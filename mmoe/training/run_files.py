@@ -1,7 +1,8 @@
 """Names of the files a run writes into its output folder, and how they are read back.
 
-Defined once here: the pipeline and the callbacks write them (``training/``), the model card reads them
-(``hub_cards/``, which imports these names from this module).
+Defined once: the pipeline and the callbacks write them (``training/``), the model card reads them
+(``hub_cards/``, which imports these names from this module). The names of the files that travel with the weights
+live in :mod:`mmoe.hub_utils` (remote code: ``save_pretrained`` copies them) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..hub_utils import EVAL_RESULTS_FILE, RUN_FILE, TRAINING_LOGS_FILE
+
 CONFIG_FILE = "config.json"
-EVAL_RESULTS_FILE = "eval_results.json"
-RUN_FILE = "mmoe_run.json"
-TRAINING_LOGS_FILE = "mmoe_training_logs.json"
 
 
 def read_json(path: Path) -> dict[str, Any]:

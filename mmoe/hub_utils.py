@@ -1,0 +1,134 @@
+"""What travels with MMoE weights to the Hub, and the one commit that every way of publishing ends in.
+
+- :data:`COMPANION_FILES`: the files of an ``mmoe-train`` output folder that belong with the weights (model card,
+  plots, reports, tokenizer/processor). ``save_pretrained`` of a model loaded from such a folder copies them
+  (:func:`copy_companion_files`); :data:`mmoe.hub_cards.publish.UPLOAD_ALLOWLIST` is built from this tuple.
+- :func:`commit_folder`: one ``HfApi.create_commit`` of a folder's files, the ``tags`` added to the metadata of the
+  uploaded ``README.md``. ``model.push_to_hub`` (through :func:`push_saved_model`) and
+  :func:`mmoe.hub_cards.push_output_dir` (``mmoe-train --push_to_hub``, ``mmoe-card --push_to_hub``) both end here.
+
+``modeling_mmoe.py`` imports this file, so it is uploaded as remote code too: it imports only the standard library
+and ``huggingface_hub`` (a dependency of ``transformers``), through its public API.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, metadata_load, metadata_save
+
+logger = logging.getLogger(__name__)
+
+CARD_FILE = "README.md"
+EVAL_RESULTS_FILE = "eval_results.json"
+"""The run's results; a folder holding it is an ``mmoe-train`` output folder (the pipeline writes it last)."""
+RUN_FILE = "mmoe_run.json"
+TRAINING_LOGS_FILE = "mmoe_training_logs.json"
+DEFAULT_COMMIT_MESSAGE = "Upload MMoE model"
+
+COMPANION_FILES: tuple[str, ...] = (
+    # tokenizer / processor
+    "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "sentencepiece*.model",
+    "spiece.model", "*processor_config.json", "preprocessor_config.json", "chat_template*",
+    # model card, plots and the run's reports
+    CARD_FILE, "*.png", EVAL_RESULTS_FILE, RUN_FILE, TRAINING_LOGS_FILE,
+)
+"""``glob`` patterns of the root files of an ``mmoe-train`` output folder that go with the weights: what
+``save_pretrained`` copies from the folder a model was loaded from, and part of the upload allowlist."""
+
+
+def companion_files(folder: str | os.PathLike | None) -> list[Path]:
+    """The :data:`COMPANION_FILES` of ``folder`` when it is an ``mmoe-train`` output folder (it holds
+    ``eval_results.json``); otherwise (a Hub id, a plain checkpoint, ``None``) none."""
+    if not folder or not (Path(folder) / EVAL_RESULTS_FILE).is_file():
+        return []
+    return sorted({path for pattern in COMPANION_FILES for path in Path(folder).glob(pattern) if path.is_file()})
+
+
+def copy_companion_files(source: str | os.PathLike | None, target: str | os.PathLike) -> list[str]:
+    """Copy the :func:`companion_files` of ``source`` into ``target`` (unless they are the same folder); return
+    their names. A card already in ``target`` (peft writes one for the adapters) is replaced by the run's."""
+    files = companion_files(source)
+    if not files or Path(source).resolve() == Path(target).resolve():
+        return []
+    for path in files:
+        shutil.copy2(path, Path(target) / path.name)
+    return [path.name for path in files]
+
+
+def _tagged_card(card: Path, tags: list[str], staging: Path) -> Path:
+    """A copy of ``card`` in ``staging`` with ``tags`` added to its metadata; the Markdown body is kept as is."""
+    metadata = metadata_load(card) or {}
+    existing = metadata.get("tags") or []
+    metadata["tags"] = list(dict.fromkeys([*([existing] if isinstance(existing, str) else existing), *tags]))
+    copy = staging / CARD_FILE
+    shutil.copy2(card, copy)
+    metadata_save(copy, metadata)
+    return copy
+
+
+def commit_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    files: list[str] | None = None,
+    *,
+    tags: list[str] | None = None,
+    token: bool | str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+) -> CommitInfo:
+    """Upload ``files`` of ``folder`` (paths relative to it; ``None``: every file under it) to the existing
+    repository ``repo_id`` as a single commit, through :meth:`huggingface_hub.HfApi.create_commit`.
+
+    ``tags`` are added to the metadata of the uploaded ``README.md`` (a copy: the folder is not modified), next to
+    the tags it already has. ``revision`` is created from the default branch when missing (unless ``create_pr``).
+    """
+    folder = Path(folder)
+    if files is None:
+        files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    api = HfApi(token=token)
+    if revision is not None and not create_pr:
+        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+    if tags and CARD_FILE not in files:
+        logger.warning("Not adding the tags %s: %s has no %s to carry them.", tags, folder, CARD_FILE)
+    with tempfile.TemporaryDirectory(prefix="mmoe-card-") as staging:
+        operations = []
+        for name in files:
+            path = folder / name
+            if name == CARD_FILE and tags:
+                path = _tagged_card(path, list(tags), Path(staging))
+            operations.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)))
+        return api.create_commit(
+            repo_id,
+            operations=operations,
+            commit_message=commit_message or DEFAULT_COMMIT_MESSAGE,
+            commit_description=commit_description,
+            repo_type="model",
+            revision=revision,
+            create_pr=create_pr,
+        )
+
+
+def push_saved_model(
+    model: Any,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: bool | str | None = None,
+    max_shard_size: int | str | None = "50GB",
+    **commit_kwargs: Any,
+) -> CommitInfo:
+    """Create ``repo_id`` if needed, ``model.save_pretrained`` into a temporary folder and :func:`commit_folder`
+    everything it wrote (``commit_kwargs``: ``tags``, ``revision``, ``create_pr``, ``commit_message``,
+    ``commit_description``)."""
+    repo_id = HfApi(token=token).create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
+    with tempfile.TemporaryDirectory(prefix="mmoe-push-") as folder:
+        model.save_pretrained(folder, max_shard_size=max_shard_size)
+        return commit_folder(folder, repo_id, token=token, **commit_kwargs)
