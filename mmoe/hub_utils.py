@@ -1,8 +1,9 @@
 """What travels with MMoE weights to the Hub, and the one commit that every way of publishing ends in.
 
 - :data:`COMPANION_FILES`: the files of an ``mmoe-train`` output folder that belong with the weights (model card,
-  plots, reports, tokenizer/processor). ``save_pretrained`` of a model loaded from such a folder copies them
-  (:func:`copy_companion_files`); :data:`mmoe.hub_cards.publish.UPLOAD_ALLOWLIST` is built from this tuple.
+  plots, reports, tokenizer/processor). ``model.push_to_hub`` of a model loaded from such a folder adds them to
+  what it saves (:func:`copy_companion_files`); ``save_pretrained`` alone does not, so a model trained further
+  never carries results that are not its own; :data:`mmoe.hub_cards.publish.UPLOAD_ALLOWLIST` is built from this tuple.
 - :func:`commit_folder`: one ``HfApi.create_commit`` of a folder's files, the ``tags`` added to the metadata of the
   uploaded ``README.md``. ``model.push_to_hub`` (through :func:`push_saved_model`) and
   :func:`mmoe.hub_cards.push_output_dir` (``mmoe-train --push_to_hub``, ``mmoe-card --push_to_hub``) both end here.
@@ -39,7 +40,7 @@ COMPANION_FILES: tuple[str, ...] = (
     CARD_FILE, "*.png", EVAL_RESULTS_FILE, RUN_FILE, TRAINING_LOGS_FILE,
 )
 """``glob`` patterns of the root files of an ``mmoe-train`` output folder that go with the weights: what
-``save_pretrained`` copies from the folder a model was loaded from, and part of the upload allowlist."""
+``model.push_to_hub`` adds from the folder a model was loaded from, and part of the upload allowlist."""
 
 
 def companion_files(folder: str | os.PathLike | None) -> list[Path]:
@@ -131,4 +132,7 @@ def push_saved_model(
     repo_id = HfApi(token=token).create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
     with tempfile.TemporaryDirectory(prefix="mmoe-push-") as folder:
         model.save_pretrained(folder, max_shard_size=max_shard_size)
+        # The run's card, plots and reports travel with the pushed weights; save_pretrained itself never copies them,
+        # so a model trained further and saved elsewhere does not carry results that are no longer its own.
+        copy_companion_files(model.name_or_path, folder)  # after peft, whose adapter card it replaces
         return commit_folder(folder, repo_id, token=token, **commit_kwargs)

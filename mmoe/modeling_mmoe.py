@@ -51,7 +51,7 @@ from .backbone_utils import (
 from .configuration_mmoe import MMoEConfig
 from .fused_lora import install_fused_lora
 from .fusion import fuse
-from .hub_utils import CARD_FILE, companion_files, copy_companion_files, push_saved_model
+from .hub_utils import CARD_FILE, companion_files, push_saved_model
 from .losses import fused_nll_loss
 
 ROUTER = "router"
@@ -343,10 +343,8 @@ class MMoEPreTrainedModel(PreTrainedModel):
             super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
         finally:
             self.config.save_backbone = previous
-        if kwargs.get("is_main_process", True):
-            if not embed:
-                self.base_model.save_experts(save_directory)
-            copy_companion_files(self.name_or_path, save_directory)  # after peft, whose adapter card it replaces
+        if not embed and kwargs.get("is_main_process", True):
+            self.base_model.save_experts(save_directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any, **kwargs: Any) -> Any:
@@ -398,9 +396,9 @@ class MMoEPreTrainedModel(PreTrainedModel):
 
         transformers' ``push_to_hub`` saves the model, then overwrites the saved ``README.md`` with the card already
         in the repository (or a generic one) plus ``tags``, and commits. A model loaded from an ``mmoe-train``
-        output folder saves that folder's card, plots and reports with it (see :meth:`save_pretrained`), so its
-        card must survive: such a model is pushed by :func:`hub_utils.push_saved_model` instead, which commits the
-        saved folder as it is in one commit, ``tags`` (and ``model_tags``) added to the card's metadata. That is
+        output folder has that folder's card, plots and reports, which must travel with it: such a model is pushed by
+        :func:`hub_utils.push_saved_model` instead, which saves it, adds those files and commits the folder in one
+        commit, ``tags`` (and ``model_tags``) added to the card's metadata. That is
         the commit ``mmoe-train --push_to_hub`` and ``mmoe-card --push_to_hub`` make too. Any other model is
         pushed by transformers unchanged.
         """

@@ -40,7 +40,7 @@ UPLOAD_ALLOWLIST: tuple[str, ...] = (
 """``fnmatch`` patterns of the root files that are published; nothing else is uploaded. The ``.py`` files named
 in the ``auto_map`` of the folder's configs (and the modules they import relatively) are added to it per folder
 by :func:`remote_code_files`, so remote code that grows a module still travels. The tokenizer, card, plot and
-report patterns are :data:`mmoe.hub_utils.COMPANION_FILES`, the files ``save_pretrained`` copies from the folder a
+report patterns are :data:`mmoe.hub_utils.COMPANION_FILES`, the files ``model.push_to_hub`` adds from the folder a
 model was loaded from: ``model.push_to_hub`` of such a model sends the same files as this allowlist."""
 
 DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (".*", "*.tmp", "*.lock", "*.pyc")
