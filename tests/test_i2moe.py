@@ -335,3 +335,49 @@ def test_max_length_beyond_the_backbone_positions_is_refused_before_training(tmp
         train(["--preset", "demo", "--backbone", "tiny-bert", "--output_dir", str(tmp_path / "run"),
                *SHRINK[:-2], "--max_length", "512"])
     assert not (tmp_path / "run" / "categorize" / "stage_complete.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------- vision-language
+def test_vilt_masks_the_image_at_its_pixels_and_marks_text_positions():
+    from mmoe.data.modalities import MultimodalModalityCollator
+    from mmoe.testing_vision import tiny_image_text_dataset, tiny_vlm_config, tiny_vlm_processor
+
+    torch.manual_seed(0)
+    config = I2MoEConfig(backbone_config=tiny_vlm_config("vilt"), num_labels=2, modalities=["image", "text"])
+    model = I2MoEForSequenceClassification(config).train()
+    rows = [dict(row) for row in tiny_image_text_dataset(4)]
+    collator = MultimodalModalityCollator(tiny_vlm_processor("vilt"), text_template="{text}", image_column="image",
+                                          max_length=32, modalities=["image", "text"])
+    batch = collator(rows)
+    # the text modality is exactly the non-special text tokens
+    special_ids = collator._tokenizer.all_special_ids
+    special = torch.tensor([[t in special_ids for t in row] for row in batch["input_ids"].tolist()])
+    assert torch.equal(batch["modality_ids"] == 1, batch["attention_mask"].bool() & ~special)
+    inputs = model.mmoe.backbone_inputs({k: v for k, v in batch.items() if k not in ("labels", "modality_ids")})
+    grouped = model._grouped_inputs(inputs, batch["modality_ids"], [None, 0, 1], batch_size=4)
+    pixels = grouped["pixel_values"].view(3, *batch["pixel_values"].shape)
+    embeds = grouped["inputs_embeds"].view(3, 4, *grouped["inputs_embeds"].shape[1:])
+    torch.testing.assert_close(pixels[0], batch["pixel_values"])
+    assert (pixels[1] != batch["pixel_values"]).float().mean() > 0.99  # the image masked: noise
+    torch.testing.assert_close(pixels[2], batch["pixel_values"])
+    torch.testing.assert_close(embeds[1], embeds[0])  # masking the image leaves the text alone
+    assert torch.equal((embeds[2] != embeds[0]).any(-1), batch["modality_ids"] == 1)
+    out = model(**batch)
+    out.loss.backward()
+    assert out.expert_weights.shape == (4, 4) and out.interaction_losses.shape == (4,)
+    assert model.reweighting.net[1].weight.grad.abs().sum() > 0
+
+
+def test_i2moe_on_the_vilt_route_end_to_end_and_llava_refused(tmp_path):
+    out = tmp_path / "vilt"
+    train(["--preset", "demo-vision", "--method", "i2moe", "--unimodal_backbone", "tiny-bert", "--output_dir",
+           str(out), *SHRINK[:-2]])
+    saved = json.loads((out / "eval_results.json").read_text())
+    assert saved["experts"] == ["uniqueness_image", "uniqueness_text", "synergy", "redundancy"]
+    assert json.loads((out / "config.json").read_text())["modalities"] == ["image", "text"]
+    from mmoe.training.validation import ArgumentsError
+
+    with pytest.raises(ArgumentsError, match="image placeholder tokens"):
+        train(["--preset", "demo-vision", "--backbone", "tiny-llava", "--method", "i2moe", "--unimodal_backbone",
+               "tiny-bert", "--output_dir", str(tmp_path / "llava"), *SHRINK[:-2]])
+    assert not (tmp_path / "llava" / "categorize").exists()

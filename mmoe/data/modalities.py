@@ -29,6 +29,11 @@ def template_fields(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 
+def default_modalities(template: str, image_column: str | None = None) -> list[str]:
+    """I2MoE's modalities when none are named: the image (with an image column), then every template column."""
+    return ([IMAGE_MODALITY] if image_column else []) + template_fields(template)
+
+
 def format_with_spans(
     row: dict[str, Any], template: str, modalities: Sequence[str]
 ) -> tuple[str, list[tuple[int, int, int]]]:

@@ -37,7 +37,7 @@ from transformers import AutoConfig, Trainer, default_data_collator, set_seed
 from .. import __version__
 from ..configuration_mmoe import DEFAULT_EXPERTS
 from ..data.collators import MMoECollator
-from ..data.modalities import ModalityCollator, template_fields
+from ..data.modalities import ModalityCollator, MultimodalModalityCollator, default_modalities
 from ..data.multimodal_collator import MultimodalCollator, build_collator, load_processor
 from ..fusion import fuse
 from ..losses import focal_loss, fused_nll_loss
@@ -140,10 +140,15 @@ class PipelineContext:
         self.template = text_template(data_args)
         self.experts = list(DEFAULT_EXPERTS)  # the interaction categories (and MMoE's experts)
         self.method = model_args.method
-        self.modalities = list(model_args.modalities or template_fields(self.template))
+        self.modalities = list(model_args.modalities or default_modalities(self.template, data_args.image_column))
         self.num_labels: int = 0  # set from the data by run_categorize
         self.id2label: dict[int, str] | None = None
         self.collator()  # fail now, not after categorization, when backbone and image column do not fit
+        if self.method == I2MOE:
+            try:
+                self.modality_collator()  # and when the processor cannot mark I2MoE's modality spans
+            except ValueError as error:
+                raise ArgumentsError([f"--method i2moe: {error}"]) from None
         positions = getattr(self.backbone_config, "max_position_embeddings", None)
         if isinstance(positions, int) and data_args.max_length > positions:
             # The tokenizer would pad/truncate to more positions than the backbone has: a shape error deep in torch.
@@ -165,17 +170,14 @@ class PipelineContext:
             experts=self.experts,
         )
 
-    def modality_collator(self, interactions: bool = False) -> ModalityCollator:
-        """I2MoE's batches: the captioned route's text plus ``modality_ids`` for ``self.modalities``."""
-        return ModalityCollator(
-            tokenizer=self.processor,
-            text_template=self.template,
-            max_length=self.data_args.max_length,
-            label_column=self.data_args.label_column,
-            interaction_column="interaction" if interactions else None,
-            experts=self.experts,
-            modalities=self.modalities,
-        )
+    def modality_collator(self, interactions: bool = False) -> ModalityCollator | MultimodalModalityCollator:
+        """I2MoE's batches: :meth:`collator`'s plus ``modality_ids`` for ``self.modalities`` (the captioned route's
+        text columns; for ViLT also the image)."""
+        base = self.collator(interactions)
+        fields = {field.name: getattr(base, field.name) for field in dataclasses.fields(base)}
+        if isinstance(base, MultimodalCollator):
+            return MultimodalModalityCollator(**fields, modalities=self.modalities)
+        return ModalityCollator(**fields, modalities=self.modalities)
 
     def set_label_space(self, dataset: DatasetDict) -> None:
         """``num_labels`` (``--num_labels`` or from the label column) and class names of a ``ClassLabel``."""
@@ -754,7 +756,9 @@ def _write_run_info(
             key: getattr(model_args, key)
             for key in ("interaction_loss_weight", "reweighting", "reweighting_temperature", "reweighting_hidden_size")
         })
-        hyperparameters["modalities"] = list(model_args.modalities or template_fields(text_template(data_args)))
+        hyperparameters["modalities"] = list(
+            model_args.modalities or default_modalities(text_template(data_args), data_args.image_column)
+        )
         hyperparameters["i2moe_num_train_epochs"] = training_args.i2moe_num_train_epochs
         for key in ("router_focal_gamma", "router_focal_alpha", "router_input", "router_objective",
                     "router_learning_rate"):

@@ -158,28 +158,27 @@ def i2moe_data_problems(model_args: ModelArguments, data_args: DataArguments) ->
     """``--method i2moe``: the modalities are columns of the text template, and the route is the captioned one."""
     if model_args.method != "i2moe":
         return []
+    from ..configuration_mmoe import IMAGE_MODALITY
     from ..data.collators import resolve_text_template
-    from ..data.modalities import template_fields
+    from ..data.modalities import default_modalities, template_fields
 
     problems = []
     template = resolve_text_template(data_args.dataset, data_args.text_template)
     columns = template_fields(template)
-    modalities = list(model_args.modalities or columns)
-    unknown = [name for name in modalities if name not in columns]
+    modalities = list(model_args.modalities or default_modalities(template, data_args.image_column))
+    known = columns + ([IMAGE_MODALITY] if data_args.image_column else [])
+    unknown = [name for name in modalities if name not in known]
     if unknown:
+        image = (f"; {IMAGE_MODALITY!r} is the image of a vision-language backbone and needs --image_column"
+                 if IMAGE_MODALITY in unknown else "")
         problems.append(
             f"--method i2moe: modalities {unknown} are not columns of the text template {template!r} (its columns: "
-            f"{columns}). Name template columns with --modalities, or change --text_template."
+            f"{columns}){image}. Name template columns with --modalities, or change --text_template."
         )
     elif len(modalities) < 2:
         problems.append(
             f"--method i2moe needs at least two modalities; the text template {template!r} has only {modalities}. "
             "Put the caption and the text into the template (e.g. --text_template '{caption} | {text}')."
-        )
-    if data_args.image_column:
-        problems.append(
-            "--method i2moe runs on the image-captioned route (text backbones, the caption as a text modality) in "
-            "this release; drop --image_column."
         )
     return problems
 
