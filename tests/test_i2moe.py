@@ -381,3 +381,18 @@ def test_i2moe_on_the_vilt_route_end_to_end_and_llava_refused(tmp_path):
         train(["--preset", "demo-vision", "--backbone", "tiny-llava", "--method", "i2moe", "--unimodal_backbone",
                "tiny-bert", "--output_dir", str(tmp_path / "llava"), *SHRINK[:-2]])
     assert not (tmp_path / "llava" / "categorize").exists()
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    batch = _batch()
+    grads = []
+    for checkpointing in (False, True):
+        model = _model().train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        torch.manual_seed(3)  # the same random vectors for the masked modalities
+        model(**batch).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)
