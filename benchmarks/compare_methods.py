@@ -5,7 +5,7 @@
         --dataset mustard --data_dir ../shared/data/mustard --num_train_epochs 5 --max_length 128 \\
         --learning_rate 5e-4 --per_device_train_batch_size 16
 
-Everything after ``--`` is passed to ``mmoe-train``. Per seed, ``<root>/mmoe/seed-<N>`` is a normal MMoE run; the
+Everything after ``--`` is passed to ``mmoe-train``; ``--report_only`` reads finished runs instead. Per seed, ``<root>/mmoe/seed-<N>`` is a normal MMoE run; the
 I2MoE run ``<root>/i2moe/seed-<N>`` starts from a copy of that run's categorize and baseline stages (the same
 categorization and the same baseline, which the stage fingerprints recognise and skip), then trains only the
 ``i2moe`` stage. Reruns skip every finished stage.
@@ -94,13 +94,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="Folder of the runs (mmoe/seed-N, i2moe/seed-N).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--report_only", action="store_true",
+                        help="Train nothing: read the eval_results.json of finished runs under --root.")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the mmoe-train options.")
     args = parser.parse_args()
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     root = Path(args.root)
     rows = []
     for seed in args.seeds:
-        rows += rows_of(run_seed(root, seed, train_args), seed)
+        if args.report_only:
+            results = {method: json.loads((root / method / f"seed-{seed}" / "eval_results.json").read_text())
+                       for method in ("mmoe", "i2moe")}
+        else:
+            results = run_seed(root, seed, train_args)
+        rows += rows_of(results, seed)
     for row in rows:
         print(json.dumps(row))
     for line in summary(rows):
