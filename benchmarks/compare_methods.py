@@ -5,8 +5,8 @@
         --dataset mustard --data_dir ../shared/data/mustard --num_train_epochs 5 --max_length 128 \\
         --learning_rate 5e-4 --per_device_train_batch_size 16
 
-Everything after ``--`` is passed to ``mmoe-train``; ``--report_only`` reads finished runs instead. Per seed, ``<root>/mmoe/seed-<N>`` is a normal MMoE run; the
-I2MoE run ``<root>/i2moe/seed-<N>`` starts from a copy of that run's categorize and baseline stages (the same
+Everything after ``--`` is passed to ``mmoe-train``; ``--report_only`` reads finished runs instead. Per seed,
+``<root>/mmoe/seed-<N>`` is a normal MMoE run; the I2MoE run ``<root>/i2moe/seed-<N>`` starts from a copy of that run's categorize and baseline stages (the same
 categorization and the same baseline, which the stage fingerprints recognise and skip), then trains only the
 ``i2moe`` stage. Reruns skip every finished stage.
 
