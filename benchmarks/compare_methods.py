@@ -6,9 +6,9 @@
         --learning_rate 5e-4 --per_device_train_batch_size 16
 
 Everything after ``--`` is passed to ``mmoe-train``; ``--report_only`` reads finished runs instead. Per seed,
-``<root>/mmoe/seed-<N>`` is a normal MMoE run; the I2MoE run ``<root>/i2moe/seed-<N>`` starts from a copy of that run's categorize and baseline stages (the same
-categorization and the same baseline, which the stage fingerprints recognise and skip), then trains only the
-``i2moe`` stage. Reruns skip every finished stage.
+``<root>/mmoe/seed-<N>`` is a normal MMoE run; the I2MoE run ``<root>/i2moe/seed-<N>`` starts from a copy of that
+run's categorize and baseline stages (the same categorization and the same baseline, which the stage fingerprints
+recognise and skip), then trains only the ``i2moe`` stage. Reruns skip every finished stage.
 
 Prints one JSON line per seed and system (``system``: baseline | mmoe | i2moe | oracle; ``split``; the metric block;
 accuracy per gold interaction type where the data has them; the categorization accuracy), then one line per system
