@@ -24,29 +24,17 @@ import argparse
 import json
 import platform
 import statistics
-import tempfile
 
 import torch
-from bench_inference import QWEN2_SIZES, time_once  # noqa: E402  (sibling benchmark, run from benchmarks/ or root)
-from transformers import AutoConfig, AutoModel
+from bench_inference import QWEN2_SIZES, build_backbone, time_once  # noqa: E402  (sibling benchmark, run from benchmarks/ or root)
 
 from mmoe import I2MoEConfig, I2MoEForSequenceClassification, MMoEConfig, MMoEForSequenceClassification
-from mmoe.training.pipeline import resolve_backbone
 
 SYSTEMS = ("baseline", "i2moe", "i2moe_no_interaction_loss", "i2moe_sequential")
 
 
 def build(args: argparse.Namespace, system: str, dtype: torch.dtype) -> torch.nn.Module:
-    torch.manual_seed(0)
-    if args.backbone_size:
-        config = AutoConfig.for_model("qwen2", vocab_size=args.vocab_size, max_position_embeddings=max(args.seq, 512),
-                                      pad_token_id=0, **QWEN2_SIZES[args.backbone_size])
-        with torch.device(args.device):
-            backbone = AutoModel.from_config(config, dtype=dtype)
-        name = None
-    else:
-        name = resolve_backbone(args.backbone, tempfile.mkdtemp())
-        backbone = AutoModel.from_pretrained(name, dtype=dtype)
+    backbone, name = build_backbone(args, dtype)
     common = dict(backbone_config=backbone.config, num_labels=2, backbone_name_or_path=name)
     if system == "baseline":
         model = MMoEForSequenceClassification(MMoEConfig(experts=["baseline"], **common), backbone=backbone)

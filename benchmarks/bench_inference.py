@@ -52,20 +52,23 @@ QWEN2_SIZES = {  # Qwen2 shapes, built from a config with random weights (speed 
 SYSTEMS = ("one_lora_model", "mmoe", "mmoe_backbone_router", "mmoe_peft_mixed", "mmoe_sequential", "four_models")
 
 
-def build_mixture(args: argparse.Namespace, dtype: torch.dtype, experts: list[str]) -> MMoEForSequenceClassification:
+def build_backbone(args: argparse.Namespace, dtype: torch.dtype) -> tuple[torch.nn.Module, str | None]:
+    """``(backbone, name)``: a Qwen2-shaped backbone built from a config for ``--backbone_size`` (name ``None``),
+    else ``--backbone`` loaded from its folder (the MiniLM wheel by default)."""
     torch.manual_seed(0)
     if args.backbone_size:
         config = AutoConfig.for_model("qwen2", vocab_size=args.vocab_size, max_position_embeddings=max(args.seq, 512),
                                       pad_token_id=0, **QWEN2_SIZES[args.backbone_size])
         with torch.device(args.device):
-            backbone = AutoModel.from_config(config, dtype=dtype)
-        model = MMoEForSequenceClassification(MMoEConfig(backbone_config=backbone.config, num_labels=2,
-                                                         experts=experts), backbone=backbone)
-    else:
-        backbone = resolve_backbone(args.backbone, tempfile.mkdtemp())
-        model = MMoEForSequenceClassification.from_backbone(backbone, num_labels=2, experts=experts,
-                                                            backbone_kwargs={"dtype": dtype})
-    return model.to(args.device).eval()
+            return AutoModel.from_config(config, dtype=dtype), None
+    name = resolve_backbone(args.backbone, tempfile.mkdtemp())
+    return AutoModel.from_pretrained(name, dtype=dtype), name
+
+
+def build_mixture(args: argparse.Namespace, dtype: torch.dtype, experts: list[str]) -> MMoEForSequenceClassification:
+    backbone, name = build_backbone(args, dtype)
+    config = MMoEConfig(backbone_config=backbone.config, num_labels=2, experts=experts, backbone_name_or_path=name)
+    return MMoEForSequenceClassification(config, backbone=backbone).to(args.device).eval()
 
 
 def time_once(fn: Callable[[], object], device: str) -> float:

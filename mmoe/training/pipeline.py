@@ -190,40 +190,36 @@ class PipelineContext:
         args = self.model_args
         return MMoEForSequenceClassification.from_backbone(
             self.backbone,
-            num_labels=self.num_labels,
             experts=experts,
-            lora_r=args.lora_r,
-            lora_alpha=args.lora_alpha,
-            lora_dropout=args.lora_dropout,
-            lora_target_modules=args.lora_target_modules,
-            pooling=args.pooling,
             router_hidden_size=args.router_hidden_size,
             router_dropout=args.router_dropout,
             router_input=args.router_input,
             router_focal_gamma=args.router_focal_gamma,
             router_focal_alpha=args.router_focal_alpha,
-            id2label=self.id2label,
-            backbone_kwargs=backbone_load_kwargs(args),
+            **self._shared_model_kwargs(),
         )
+
+    def _shared_model_kwargs(self) -> dict[str, Any]:
+        """What every model of the run is built with: labels, LoRA settings, pooling, backbone loading."""
+        args = self.model_args
+        return {
+            "num_labels": self.num_labels, "id2label": self.id2label, "lora_r": args.lora_r,
+            "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
+            "lora_target_modules": args.lora_target_modules, "pooling": args.pooling,
+            "backbone_kwargs": backbone_load_kwargs(args),
+        }
 
     def new_i2moe_model(self) -> I2MoEForSequenceClassification:
         set_seed(self.seed)
         args = self.model_args
         return I2MoEForSequenceClassification.from_backbone(
             self.backbone,
-            num_labels=self.num_labels,
             modalities=self.modalities,
             interaction_loss_weight=args.interaction_loss_weight,
             reweighting=args.reweighting,
             reweighting_temperature=args.reweighting_temperature,
             reweighting_hidden_size=args.reweighting_hidden_size,
-            lora_r=args.lora_r,
-            lora_alpha=args.lora_alpha,
-            lora_dropout=args.lora_dropout,
-            lora_target_modules=args.lora_target_modules,
-            pooling=args.pooling,
-            id2label=self.id2label,
-            backbone_kwargs=backbone_load_kwargs(args),
+            **self._shared_model_kwargs(),
         )
 
     def stage_inputs(self, stage: str, previous: str | None = None, **extra: Any) -> dict[str, Any]:
