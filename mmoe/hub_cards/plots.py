@@ -37,6 +37,13 @@ def _figure() -> tuple[Any, Any]:
     return fig, fig.subplots()
 
 
+def _save(fig: Any, ax: Any, path: str | Path) -> None:
+    """The plots' common finish: no top/right frame, tight layout, PNG at :data:`_DPI`."""
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+
+
 def _number(block: Any, key: str) -> float | None:
     value = block.get(key) if isinstance(block, Mapping) else None
     return float(value) if isinstance(value, (int, float)) else None
@@ -81,9 +88,7 @@ def plot_interaction_f1(eval_results: Mapping[str, Any], path: str | Path, mixtu
     ax.set_ylabel("F1")
     ax.set_title(f"F1 per interaction type ({eval_results.get('split') or 'test'} split)")
     ax.legend(loc="upper right", fontsize=8)
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    _save(fig, ax, path)
     return True
 
 
@@ -124,9 +129,7 @@ def plot_router_weights(eval_results: Mapping[str, Any], path: str | Path, exper
     ax.set_ylim(0, max(1.0, max(bottoms)) * 1.02)
     ax.set_title("Router weights per interaction type")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    _save(fig, ax, path)
     return True
 
 
@@ -170,9 +173,7 @@ def plot_expert_weights(
     by = {"gold": "gold interaction type", "categorized": "categorized interaction type"}.get(weights["grouping"])
     ax.set_title("I2MoE expert weights" + (f" per {by}" if by else "") + f" ({split} split)", fontsize=10)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    _save(fig, ax, path)
     return True
 
 

@@ -100,29 +100,24 @@ def evaluate_mixture(
 
     base_pred = base_out["logits"].argmax(-1)
     mmoe_pred = fused["router"].argmax(-1)
+    predictions = {"baseline": base_pred, "mmoe": mmoe_pred}
     results: dict[str, Any] = {
         "split": split_name,
         "baseline": scores(base_pred, labels, num_labels),
         "mmoe": scores(mmoe_pred, labels, num_labels),
         "fusion": {m: scores(p.argmax(-1), labels, num_labels) for m, p in fused.items()},
-        "by_interaction": {"baseline": {}, "mmoe": {}},
+        "by_interaction": _blocks_by_group(predictions, labels, interactions, experts, num_labels),
         "interaction_counts": {name: interaction_counts(s) for name, s in dataset.items()},
-        "router_weights_by_interaction": {},
-        # A system that answers one class on the whole split (DESIGN, section 6): its F1 is not evidence of skill.
-        "degenerate": {"baseline": bool(len(np.unique(base_pred)) <= 1), "mmoe": bool(len(np.unique(mmoe_pred)) <= 1)},
-        "predicted_classes": {"baseline": np.unique(base_pred).tolist(), "mmoe": np.unique(mmoe_pred).tolist()},
+        "router_weights_by_interaction": _mean_weights_by_group(router_weights.numpy(), interactions, experts,
+                                                                experts),
+        **_class_coverage(predictions),
     }
-    predictions = {"baseline": base_pred, "mmoe": mmoe_pred}
-    results["by_interaction"] = _blocks_by_group(predictions, labels, interactions, experts, num_labels)
-    results["router_weights_by_interaction"] = _mean_weights_by_group(router_weights.numpy(), interactions, experts,
-                                                                      experts)
 
     # CE_moe (paper, section 4): the cross-entropy of the best expert for each example, averaged.
     expert_log_probs = torch.log_softmax(expert_logits, dim=-1).numpy()
     per_expert_ce = np.stack([_cross_entropy(expert_log_probs[:, i], labels) for i in range(len(experts))], axis=1)
-    base_log_probs = torch.log_softmax(torch.from_numpy(base_out["logits"]), dim=-1).numpy()
     results["ce_moe"] = float(per_expert_ce.min(axis=1).mean())
-    results["ce_baseline"] = float(_cross_entropy(base_log_probs, labels).mean())
+    results["ce_baseline"] = _mean_cross_entropy(base_out["logits"], labels)
     results["router_interaction_accuracy"] = float((router_weights.argmax(-1) == gold_experts).float().mean())
 
     if "gold_interaction" in split.column_names:
@@ -130,6 +125,20 @@ def evaluate_mixture(
         gold = np.asarray(split["gold_interaction"])
         results["by_gold_interaction"] = _blocks_by_group(predictions, labels, gold, experts, num_labels)
     return results
+
+
+def _class_coverage(predictions: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """``degenerate`` (a system answers one class on the whole split: its F1 is not evidence of skill, DESIGN,
+    section 6) and ``predicted_classes`` of each system's predictions ``[N]``."""
+    return {
+        "degenerate": {system: bool(len(np.unique(pred)) <= 1) for system, pred in predictions.items()},
+        "predicted_classes": {system: np.unique(pred).tolist() for system, pred in predictions.items()},
+    }
+
+
+def _mean_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of ``logits`` ``[N, C]`` at ``labels`` ``[N]``."""
+    return float(_cross_entropy(torch.log_softmax(torch.from_numpy(logits), dim=-1).numpy(), labels).mean())
 
 
 def _blocks_by_group(predictions: dict[str, np.ndarray], labels: np.ndarray, groups: np.ndarray,
@@ -182,16 +191,14 @@ def evaluate_i2moe(
         "mmoe": scores(i2moe_pred, labels, num_labels),
         "by_interaction": _blocks_by_group(predictions, labels, interactions, categories, num_labels),
         "interaction_counts": {name: interaction_counts(s) for name, s in dataset.items()},
-        "degenerate": {"baseline": bool(len(np.unique(base_pred)) <= 1), "mmoe": bool(len(np.unique(i2moe_pred)) <= 1)},
-        "predicted_classes": {"baseline": np.unique(base_pred).tolist(), "mmoe": np.unique(i2moe_pred).tolist()},
+        **_class_coverage(predictions),
         "experts": list(experts),
         "expert_scores": {
             name: scores(i2moe_out["expert_logits"][:, i].argmax(-1), labels, num_labels)
             for i, name in enumerate(experts)
         },
     }
-    base_log_probs = torch.log_softmax(torch.from_numpy(base_out["logits"]), dim=-1).numpy()
-    results["ce_baseline"] = float(_cross_entropy(base_log_probs, labels).mean())
+    results["ce_baseline"] = _mean_cross_entropy(base_out["logits"], labels)
     interpretation: dict[str, Any] = {
         "mean_weights": dict(zip(experts, weights.mean(0).tolist())),
         "weights_by_interaction": _mean_weights_by_group(weights, interactions, categories, experts),
