@@ -1,5 +1,6 @@
 """mmoe: mixtures of multimodal interaction experts for Hugging Face ``transformers``."""
 
+from . import hub_utils as _hub_utils
 from .configuration_mmoe import DEFAULT_EXPERTS, FUSION_METHODS, I2MoEConfig, MMoEConfig
 from .modeling_i2moe import I2MoEForSequenceClassification, I2MoEModel, I2MoESequenceClassifierOutput
 from .modeling_mmoe import (
@@ -39,3 +40,6 @@ _AutoModelForSequenceClassification.register(MMoEConfig, MMoEForSequenceClassifi
 _AutoConfig.register("i2moe", I2MoEConfig, exist_ok=True)
 _AutoModel.register(I2MoEConfig, I2MoEModel, exist_ok=True)
 _AutoModelForSequenceClassification.register(I2MoEConfig, I2MoEForSequenceClassification, exist_ok=True)
+
+# model.push_to_hub keeps a run's card, plots and reports (modeling_mmoe.py is remote code without publishing logic).
+MMoEPreTrainedModel.hub_publisher = staticmethod(_hub_utils.push_to_hub)

@@ -5,11 +5,13 @@
   what it saves (:func:`copy_companion_files`); ``save_pretrained`` alone does not, so a model trained further
   never carries results that are not its own; :data:`mmoe.hub_cards.publish.UPLOAD_ALLOWLIST` is built from this tuple.
 - :func:`commit_folder`: one ``HfApi.create_commit`` of a folder's files, the ``tags`` added to the metadata of the
-  uploaded ``README.md``. ``model.push_to_hub`` (through :func:`push_saved_model`) and
+  uploaded ``README.md``. ``model.push_to_hub`` (through :func:`push_to_hub`) and
   :func:`mmoe.hub_cards.push_output_dir` (``mmoe-train --push_to_hub``, ``mmoe-card --push_to_hub``) both end here.
+- :func:`push_to_hub`: what ``model.push_to_hub`` runs when ``mmoe`` is installed. ``mmoe/__init__.py`` registers it
+  as ``MMoEPreTrainedModel.hub_publisher``.
 
-``modeling_mmoe.py`` imports this file, so it is uploaded as remote code too: it imports only the standard library
-and ``huggingface_hub`` (a dependency of ``transformers``), through its public API.
+This module is not remote code: ``modeling_mmoe.py`` never imports it (remote code imports only torch,
+transformers, peft and its siblings, and holds no publishing logic). It uses ``huggingface_hub``'s public API only.
 """
 
 from __future__ import annotations
@@ -136,3 +138,20 @@ def push_saved_model(
         # so a model trained further and saved elsewhere does not carry results that are no longer its own.
         copy_companion_files(model.name_or_path, folder)  # after peft, whose adapter card it replaces
         return commit_folder(folder, repo_id, token=token, **commit_kwargs)
+
+
+def push_to_hub(model: Any, repo_id: str, *, tags: list[str] | None = None, **push_kwargs: Any) -> Any:
+    """``model.push_to_hub`` with ``mmoe`` installed (the ``MMoEPreTrainedModel.hub_publisher``).
+
+    A model loaded from an ``mmoe-train`` output folder whose card is there is pushed by :func:`push_saved_model`:
+    weights, adapters, remote code and that folder's card, plots and reports in one commit, ``tags`` (and the
+    model's ``model_tags``) added to the card's metadata. Any other model is pushed by transformers'
+    ``PreTrainedModel.push_to_hub`` (its card is the repository's or a generic one, with the tags).
+    ``push_kwargs``: the other arguments of ``PreTrainedModel.push_to_hub``.
+    """
+    if not any(path.name == CARD_FILE for path in companion_files(model.name_or_path)):
+        from transformers import PreTrainedModel
+
+        return PreTrainedModel.push_to_hub(model, repo_id, tags=tags or [], **push_kwargs)
+    tags = list(dict.fromkeys([*(getattr(model, "model_tags", None) or []), *(tags or [])]))
+    return push_saved_model(model, repo_id, tags=tags, **push_kwargs)

@@ -29,8 +29,9 @@ import inspect
 import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from peft import LoraConfig, PeftModel
@@ -51,7 +52,6 @@ from .backbone_utils import (
 from .configuration_mmoe import MMoEConfig
 from .fused_lora import install_fused_lora
 from .fusion import fuse
-from .hub_utils import CARD_FILE, companion_files, push_saved_model
 from .losses import fused_nll_loss
 
 ROUTER = "router"
@@ -326,9 +326,8 @@ class MMoEPreTrainedModel(PreTrainedModel):
         The saved ``config.json`` records the layout written (``save_backbone``: ``true``/``false``). Other
         arguments are those of ``PreTrainedModel.save_pretrained``.
 
-        A model loaded from an ``mmoe-train`` output folder (one holding ``eval_results.json``) saved into another
-        folder takes that folder's model card, plots, reports and tokenizer/processor files along
-        (:data:`hub_utils.COMPANION_FILES`), so the saved folder describes the run as the original does.
+        A run's model card, plots and reports are not copied: a model trained further and saved elsewhere must not
+        carry results that are no longer its own (``push_to_hub`` adds them, see :attr:`hub_publisher`).
         """
         embed = self.config.embeds_backbone()
         prefix = "" if self.base_model is self else f"{self.base_model_prefix}."
@@ -379,6 +378,13 @@ class MMoEPreTrainedModel(PreTrainedModel):
             )
         return (model, info) if want_info else model
 
+    hub_publisher: ClassVar[Callable[..., Any] | None] = None
+    """What :meth:`push_to_hub` hands the model to, when set: ``publisher(model, repo_id, **push_to_hub_kwargs)``.
+
+    This file is remote code and carries no publishing logic. The installed ``mmoe`` package sets this hook (in
+    ``mmoe/__init__.py``) to :func:`mmoe.hub_utils.push_to_hub`, which keeps a run's model card, plots and reports.
+    Loaded as remote code without ``mmoe``, the hook is ``None`` and transformers' ``push_to_hub`` runs unchanged."""
+
     def push_to_hub(
         self,
         repo_id: str,
@@ -392,27 +398,21 @@ class MMoEPreTrainedModel(PreTrainedModel):
         max_shard_size: int | str | None = "50GB",
         tags: list[str] | None = None,
     ) -> Any:
-        """``PreTrainedModel.push_to_hub``, keeping the model card that :meth:`save_pretrained` writes.
+        """``PreTrainedModel.push_to_hub``, or the :attr:`hub_publisher` the installed ``mmoe`` package registers.
 
-        transformers' ``push_to_hub`` saves the model, then overwrites the saved ``README.md`` with the card already
-        in the repository (or a generic one) plus ``tags``, and commits. A model loaded from an ``mmoe-train``
-        output folder has that folder's card, plots and reports, which must travel with it: such a model is pushed by
-        :func:`hub_utils.push_saved_model` instead, which saves it, adds those files and commits the folder in one
-        commit, ``tags`` (and ``model_tags``) added to the card's metadata. That is
-        the commit ``mmoe-train --push_to_hub`` and ``mmoe-card --push_to_hub`` make too. Any other model is
-        pushed by transformers unchanged.
+        transformers' own ``push_to_hub`` overwrites the ``README.md`` of the saved folder with the repository's card
+        or a generic one. With ``mmoe`` installed, a model loaded from an ``mmoe-train`` output folder is pushed with
+        that folder's card, plots and reports instead, in the same commit that ``mmoe-train --push_to_hub`` and
+        ``mmoe-card --push_to_hub`` make; any other model is pushed by transformers.
         """
-        if not any(path.name == CARD_FILE for path in companion_files(self.name_or_path)):
-            return super().push_to_hub(
-                repo_id, commit_message=commit_message, commit_description=commit_description, private=private,
-                token=token, revision=revision, create_pr=create_pr, max_shard_size=max_shard_size, tags=tags or [],
-            )
-        return push_saved_model(
-            self, repo_id, private=private, token=token, max_shard_size=max_shard_size,
-            tags=list(dict.fromkeys([*(self.model_tags or []), *(tags or [])])), revision=revision,
-            create_pr=create_pr, commit_message=commit_message, commit_description=commit_description,
-        )
-
+        kwargs = {
+            "commit_message": commit_message, "commit_description": commit_description, "private": private,
+            "token": token, "revision": revision, "create_pr": create_pr, "max_shard_size": max_shard_size,
+            "tags": tags,
+        }
+        if self.hub_publisher is None:
+            return super().push_to_hub(repo_id, **{**kwargs, "tags": tags or []})
+        return self.hub_publisher(self, repo_id, **kwargs)
 
 def _adapter_parameters(entry: nn.Module | nn.Parameter) -> list[nn.Parameter]:
     return [entry] if isinstance(entry, nn.Parameter) else list(entry.parameters())

@@ -87,7 +87,7 @@ def test_model_push_to_hub_and_push_output_dir_make_the_same_commit(
     assert captured_hub["create_repo"][0]["private"] is True and from_model["commit_description"] == "tiny run"
     # The same files: weights, config, remote code, expert adapter folders, tokenizer, card, plots and reports.
     assert _sent(from_model) == _sent(from_folder) == sorted(files_to_upload(out))
-    expected = {"config.json", "model.safetensors", "modeling_mmoe.py", "configuration_mmoe.py", "hub_utils.py",
+    expected = {"config.json", "model.safetensors", "modeling_mmoe.py", "configuration_mmoe.py", "fusion.py",
                 "tokenizer_config.json", "README.md", "eval_results.json", "mmoe_run.json", "interaction_f1.png"}
     expected |= {f"{expert}/{name}" for expert in model.experts
                  for name in ("adapter_config.json", "adapter_model.safetensors")}
@@ -104,8 +104,8 @@ def test_model_push_to_hub_and_push_output_dir_make_the_same_commit(
 def test_transformers_push_to_hub_would_replace_the_runs_card(
     finished_run: dict[str, Path], captured_hub: dict[str, list[dict[str, Any]]]
 ) -> None:
-    """Why MMoE overrides push_to_hub: transformers' own writes its card (the repository's, or a generic one) over
-    the README.md that save_pretrained wrote. Should this test fail, the override in modeling_mmoe.py can go."""
+    """Why MMoE's push_to_hub has a hook: transformers' own writes its card (the repository's, or a generic one)
+    over the README.md that save_pretrained wrote. Should this test fail, the hook in modeling_mmoe.py can go."""
     from transformers import PreTrainedModel
 
     PreTrainedModel.push_to_hub(_load(finished_run), REPO_ID, tags=["sarcasm"])
@@ -159,20 +159,54 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
     return found
 
 
-@pytest.mark.parametrize(
-    ("module", "allowed"),
-    [("modeling_mmoe.py", {"torch", "transformers", "peft"}), ("hub_utils.py", {"huggingface_hub"})],
-)
-def test_remote_code_uses_public_apis_only(module: str, allowed: set[str]) -> None:
-    """The remote code imports only its allowed libraries (and siblings, relatively), no private names of them,
-    and calls no private transformers method such as ``_upload_modified_files``."""
+REMOTE_CODE = ("configuration_mmoe.py", "modeling_mmoe.py", "modeling_i2moe.py", "fused_lora.py", "backbone_utils.py",
+               "fusion.py", "losses.py")
+
+
+def test_the_remote_code_is_what_save_pretrained_copies(finished_run: dict[str, Path]) -> None:
+    """The list below is checked against the folder: a new remote-code module must pass the import check too."""
+    saved = {p.name for p in finished_run["out"].glob("*.py")}
+    assert saved <= set(REMOTE_CODE) and {"modeling_mmoe.py", "configuration_mmoe.py"} <= saved, saved
+    assert "hub_utils.py" not in saved
+
+
+@pytest.mark.parametrize("module", REMOTE_CODE)
+def test_remote_code_uses_public_apis_only(module: str) -> None:
+    """The remote code imports only torch, transformers and peft (and siblings, relatively), no private names of
+    them, and holds no publishing logic: no huggingface_hub, no private transformers upload method."""
     path = PACKAGE / module
     for name, names in _imports(path):
         top = name.split(".")[0]
-        assert top in allowed or top in sys.stdlib_module_names or top == "__future__", f"{module} imports {name}"
+        assert top in {"torch", "transformers", "peft"} or top in sys.stdlib_module_names or top == "__future__", (
+            f"{module} imports {name}"
+        )
         assert not any(part.startswith("_") for part in name.split(".")[1:]), f"{module} imports {name}"
         assert not any(n.startswith("_") for n in names), f"{module} imports private {names} from {name}"
     source = path.read_text()
-    for private in ("_upload_modified_files", "_get_files_timestamps", "hf_api(", "utils.hub"):
-        assert private not in source, f"{module} uses transformers' private {private}"
+    for private in ("_upload_modified_files", "_get_files_timestamps", "hf_api(", "utils.hub", "create_commit"):
+        assert private not in source, f"{module} uses {private}"
+
+
+def test_remote_code_model_is_pushed_by_transformers(
+    finished_run: dict[str, Path], captured_hub: dict[str, list[dict[str, Any]]]
+) -> None:
+    """Loaded as remote code (what ``trust_remote_code`` gives where mmoe is not imported: with mmoe imported, the
+    Auto classes pick its registered classes), the class has no publisher hook, since only ``import mmoe`` sets
+    one: its push_to_hub is transformers' own, which still sends weights, adapters and remote code, under a
+    generic card."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    remote_class = get_class_from_dynamic_module("modeling_mmoe.MMoEForSequenceClassification", finished_run["out"])
+    assert remote_class.__module__.startswith("transformers_modules") and remote_class.hub_publisher is None
+    model = remote_class.from_pretrained(
+        finished_run["out"], cache_dir=str(finished_run["cache"]), local_files_only=True
+    )
+    assert MMoEForSequenceClassification.hub_publisher is hub_utils.push_to_hub
+    model.push_to_hub(REPO_ID, tags=["sarcasm"])
+    (commit,) = captured_hub["create_commit"]
+    assert {"config.json", "model.safetensors", "modeling_mmoe.py"} <= set(_sent(commit))
+    assert {f"{expert}/adapter_model.safetensors" for expert in model.config.experts} <= set(_sent(commit))
+    (card,) = commit["cards"]
+    assert "generated by mmoe.hub_cards" not in card and "sarcasm" in ModelCard(card).data.tags
+
 

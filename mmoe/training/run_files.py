@@ -2,7 +2,7 @@
 
 Defined once: the pipeline and the callbacks write them (``training/``), the model card reads them
 (``hub_cards/``, which imports these names from this module). The names of the files that travel with the weights
-live in :mod:`mmoe.hub_utils` (remote code: ``model.push_to_hub`` adds them) and are re-exported here.
+live in :mod:`mmoe.hub_utils` (``model.push_to_hub`` adds them) and are re-exported here.
 """
 
 from __future__ import annotations
