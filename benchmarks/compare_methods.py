@@ -6,13 +6,18 @@
         --learning_rate 5e-4 --per_device_train_batch_size 16
 
 Everything after ``--`` is passed to ``mmoe-train``; ``--report_only`` reads finished runs instead. Per seed,
-``<root>/mmoe/seed-<N>`` is a normal MMoE run; the I2MoE run ``<root>/i2moe/seed-<N>`` starts from a copy of that
-run's categorize and baseline stages (the same categorization and the same baseline, which the stage fingerprints
-recognise and skip), then trains only the ``i2moe`` stage. Reruns skip every finished stage.
+``<root>/mmoe/seed-<N>`` is a normal MMoE run (the default router objective, ``mixture``). Two runs start from a
+copy of its stages, which the stage fingerprints recognise and skip:
 
-Prints one JSON line per seed and system (``system``: baseline | mmoe | i2moe | oracle; ``split``; the metric block;
-accuracy per gold interaction type where the data has them; the categorization accuracy), then one line per system
-with the mean and population std over seeds, and for I2MoE the mean expert weights by gold type.
+* ``<root>/mmoe-interaction/seed-<N>``: the paper's router objective (``--router_objective interaction``) over the
+  same categorization, baseline and experts; only the router is trained (``--no_interaction_router`` skips it);
+* ``<root>/i2moe/seed-<N>``: I2MoE over the same categorization and baseline; only the ``i2moe`` stage is trained.
+
+Reruns skip every finished stage. Prints one JSON line per seed and system (``system``: baseline | mmoe |
+mmoe_interaction | i2moe | oracle; ``split``; the metric block; accuracy and macro-F1 per gold interaction type
+where the data has them; the categorization accuracy), then one line per system with the mean and population std
+over seeds, the gap closed (``(system - baseline) / (oracle - baseline)`` in accuracy, on the means) and for I2MoE
+the mean expert weights by gold type.
 """
 
 from __future__ import annotations
@@ -30,64 +35,92 @@ from mmoe.training.cli import train
 METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
 
 
-def run_seed(root: Path, seed: int, train_args: list[str]) -> dict[str, dict[str, Any]]:
-    mmoe_dir, i2moe_dir = root / "mmoe" / f"seed-{seed}", root / "i2moe" / f"seed-{seed}"
+def run_seed(root: Path, seed: int, train_args: list[str], interaction_router: bool) -> dict[str, dict[str, Any]]:
     common = [*train_args, "--seed", str(seed), "--disable_tqdm", "true"]
-    mmoe = train([*common, "--output_dir", str(mmoe_dir)])
-    for stage in ("categorize", "baseline"):  # the same categorization and baseline for both methods
-        if not (i2moe_dir / stage).exists():
-            shutil.copytree(mmoe_dir / stage, i2moe_dir / stage)
-    i2moe = train([*common, "--method", "i2moe", "--output_dir", str(i2moe_dir)])
-    return {"mmoe": mmoe, "i2moe": i2moe}
+    mmoe_dir = root / "mmoe" / f"seed-{seed}"
+    results = {"mmoe": train([*common, "--output_dir", str(mmoe_dir)])}
+    variants = {"i2moe": (("categorize", "baseline"), ["--method", "i2moe"])}
+    if interaction_router:
+        variants["mmoe-interaction"] = (("categorize", "baseline", "experts"), ["--router_objective", "interaction"])
+    for name, (stages, flags) in variants.items():
+        run_dir = root / name / f"seed-{seed}"
+        for stage in stages:  # the same stages as the MMoE run: recognised by their fingerprints and skipped
+            if not (run_dir / stage).exists():
+                shutil.copytree(mmoe_dir / stage, run_dir / stage)
+        results[name] = train([*common, *flags, "--output_dir", str(run_dir)])
+    return results
 
 
 def rows_of(results: dict[str, dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-    mmoe, i2moe = results["mmoe"], results["i2moe"]
-    systems = {"baseline": (mmoe, "baseline"), "mmoe": (mmoe, "mmoe"), "i2moe": (i2moe, "mmoe")}
+    mmoe = results["mmoe"]
+    systems = {"baseline": (mmoe, "baseline"), "mmoe": (mmoe, "mmoe"), "i2moe": (results["i2moe"], "mmoe")}
+    if "mmoe-interaction" in results:
+        systems["mmoe_interaction"] = (results["mmoe-interaction"], "mmoe")
     rows = []
     for system, (source, key) in systems.items():
         row = {"seed": seed, "system": system, "split": source["split"],
                **{m: source[key][m] for m in METRICS}}
         gold = source.get("by_gold_interaction", {}).get(key, {})
         row["gold_accuracy"] = {g: block["accuracy"] for g, block in gold.items()}
+        row["gold_macro_f1"] = {g: block["macro_f1"] for g, block in gold.items()}
+        if system == "i2moe":
+            interpretation = source.get("interpretation", {})
+            row["i2moe_weights_by_gold"] = interpretation.get("weights_by_gold_interaction")
+            row["synergy_weight_highest_on_gold_synergy"] = interpretation.get(
+                "synergy_weight_highest_on_gold_synergy"
+            )
+            row["accuracy_when_experts_disagree"] = interpretation.get("accuracy_when_experts_disagree")
         rows.append(row)
     oracle = mmoe["fusion"]["oracle"]
-    rows.append({"seed": seed, "system": "oracle", "split": mmoe["split"], **{m: oracle[m] for m in METRICS}})
+    oracle_row = {"seed": seed, "system": "oracle", "split": mmoe["split"], **{m: oracle[m] for m in METRICS}}
+    oracle_gold = mmoe.get("by_gold_interaction", {}).get("oracle", {})
+    oracle_row["gold_accuracy"] = {g: block["accuracy"] for g, block in oracle_gold.items()}
+    oracle_row["gold_macro_f1"] = {g: block["macro_f1"] for g, block in oracle_gold.items()}
+    synergy_expert = mmoe.get("experts_by_gold_interaction", {}).get("synergy", {}).get("synergy")
+    if synergy_expert:  # the synergy expert alone on gold synergy rows: is the relation learnable?
+        oracle_row["synergy_expert_on_gold_synergy_accuracy"] = synergy_expert["accuracy"]
+    rows.append(oracle_row)
     for row in rows:
         if "categorization" in mmoe:
             row["categorization_accuracy"] = mmoe["categorization"]["accuracy"]
-    interpretation = i2moe.get("interpretation", {})
-    rows[2]["i2moe_weights_by_gold"] = interpretation.get("weights_by_gold_interaction")
-    rows[2]["synergy_weight_highest_on_gold_synergy"] = interpretation.get("synergy_weight_highest_on_gold_synergy")
-    rows[2]["accuracy_when_experts_disagree"] = interpretation.get("accuracy_when_experts_disagree")
     return rows
 
 
+SYSTEMS = ("baseline", "mmoe", "mmoe_interaction", "i2moe", "oracle")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return round(float(np.mean(values)), 4), round(float(np.std(values)), 4)
+
+
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for system in ("baseline", "mmoe", "i2moe", "oracle"):
+    out = {}
+    for system in SYSTEMS:
         mine = [row for row in rows if row["system"] == system]
+        if not mine:
+            continue
         line: dict[str, Any] = {"system": system, "seeds": [row["seed"] for row in mine]}
-        for metric in METRICS:
-            values = [row[metric] for row in mine]
-            line[metric] = round(float(np.mean(values)), 4)
-            line[f"{metric}_std"] = round(float(np.std(values)), 4)
-        gold = [row.get("gold_accuracy") or {} for row in mine]
-        for name in sorted(set().union(*gold)) if gold else []:
-            values = [g[name] for g in gold if name in g]
-            line[f"gold_{name}_accuracy"] = round(float(np.mean(values)), 4)
-            line[f"gold_{name}_accuracy_std"] = round(float(np.std(values)), 4)
+        for metric in (*METRICS, "categorization_accuracy", "synergy_expert_on_gold_synergy_accuracy"):
+            if all(metric in row for row in mine):
+                line[metric], line[f"{metric}_std"] = _mean_std([row[metric] for row in mine])
+        for block in ("gold_accuracy", "gold_macro_f1"):
+            gold = [row.get(block) or {} for row in mine]
+            for name in sorted(set().union(*gold)):
+                key = f"gold_{name}_{block.removeprefix('gold_')}"
+                line[key], line[f"{key}_std"] = _mean_std([g[name] for g in gold if name in g])
         weights = [row["i2moe_weights_by_gold"] for row in mine if row.get("i2moe_weights_by_gold")]
         if weights:
             line["weights_by_gold"] = {
                 g: {e: round(float(np.mean([w[g][e] for w in weights])), 4) for e in weights[0][g]}
                 for g in weights[0]
             }
-        out.append(line)
-    base, oracle = out[0]["accuracy"], out[3]["accuracy"]
-    for line in out[1:3]:  # gap closed on the means: (system - baseline) / (oracle - baseline)
-        line["gap_closed"] = round((line["accuracy"] - base) / (oracle - base), 3) if oracle != base else None
-    return out
+        out[system] = line
+    base, oracle = out["baseline"]["accuracy"], out["oracle"]["accuracy"]
+    for system in ("mmoe", "mmoe_interaction", "i2moe"):  # gap closed on the means
+        if system in out:
+            gap = (out[system]["accuracy"] - base) / (oracle - base) if oracle != base else None
+            out[system]["gap_closed"] = None if gap is None else round(gap, 3)
+    return list(out.values())
 
 
 def main() -> None:
@@ -96,6 +129,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--report_only", action="store_true",
                         help="Train nothing: read the eval_results.json of finished runs under --root.")
+    parser.add_argument("--no_interaction_router", action="store_true",
+                        help="Skip the MMoE run with the paper's router objective (interaction).")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the mmoe-train options.")
     args = parser.parse_args()
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
@@ -103,10 +138,11 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         if args.report_only:
-            results = {method: json.loads((root / method / f"seed-{seed}" / "eval_results.json").read_text())
-                       for method in ("mmoe", "i2moe")}
+            results = {method: json.loads(path.read_text())
+                       for method in ("mmoe", "mmoe-interaction", "i2moe")
+                       if (path := root / method / f"seed-{seed}" / "eval_results.json").is_file()}
         else:
-            results = run_seed(root, seed, train_args)
+            results = run_seed(root, seed, train_args, interaction_router=not args.no_interaction_router)
         rows += rows_of(results, seed)
     for row in rows:
         print(json.dumps(row))

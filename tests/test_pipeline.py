@@ -18,8 +18,11 @@ from mmoe.training.cli import parse_arguments, train
 BLOCK_KEYS = {"accuracy", "precision", "recall", "f1", "balanced_accuracy", "macro_f1"}
 
 
-def _precomputed_dataset(folder: Path, n_train: int = 48, n_eval: int = 24, synergy: bool = True) -> Path:
-    """A small text dataset with unimodal predictions, so that no cross-fitting is needed."""
+def _precomputed_dataset(
+    folder: Path, n_train: int = 48, n_eval: int = 24, synergy: bool = True, gold: bool = False
+) -> Path:
+    """A small text dataset with unimodal predictions, so that no cross-fitting is needed; ``gold`` adds a
+    ``gold_interaction`` column that differs from the categorization on every fifth row."""
     rng = np.random.default_rng(0)
     words = ["sunny", "snowy", "warm", "cold", "lovely", "awful"]
 
@@ -29,8 +32,12 @@ def _precomputed_dataset(folder: Path, n_train: int = 48, n_eval: int = 24, syne
         kinds = np.arange(n) % (3 if synergy else 2)
         text_pred = np.where(kinds == 2, 1 - labels, labels)
         vision_pred = np.where(kinds >= 1, 1 - labels, labels)
+        columns = {"gold_interaction": Value("string")} if gold else {}
+        gold_kinds = (kinds + (np.arange(n) % 5 == 0)) % 3
+        gold_column = {"gold_interaction": [("redundancy", "uniqueness", "synergy")[k] for k in gold_kinds]}
         return Dataset.from_dict(
             {
+                **(gold_column if gold else {}),
                 "id": [f"r{i}" for i in range(n)],
                 "text": [" ".join(rng.choice(words, 4)) for _ in range(n)],
                 "caption": [f"a photo of a {rng.choice(words)} day" for _ in range(n)],
@@ -45,7 +52,7 @@ def _precomputed_dataset(folder: Path, n_train: int = 48, n_eval: int = 24, syne
                     "id": Value("string"), "text": Value("string"), "caption": Value("string"),
                     "label": ClassLabel(names=["no", "yes"]), "text_prediction": Value("int64"),
                     "vision_prediction": Value("int64"), "text_confidence": Value("float64"),
-                    "vision_confidence": Value("float64"),
+                    "vision_confidence": Value("float64"), **columns,
                 }
             ),
         )
@@ -66,7 +73,7 @@ def _tiny_args(backbone: Path, dataset: Path | str, output_dir: Path, *extra: st
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_bert_dir) -> tuple[Path, dict, list[str]]:
     root = tmp_path_factory.mktemp("pipeline")
-    data = _precomputed_dataset(root / "data")
+    data = _precomputed_dataset(root / "data", gold=True)
     args = _tiny_args(tiny_bert_dir, data, root / "out")
     results = train(args)
     return root / "out", results, args
@@ -151,6 +158,30 @@ def test_mmoe_scores_match_the_reloaded_model(finished_run):
     average = np.exp(average - average.max(-1, keepdims=True))
     average = (average / average.sum(-1, keepdims=True)).mean(axis=1).argmax(-1)
     assert saved["fusion"]["average"]["accuracy"] == pytest.approx(accuracy_score(labels, average), abs=1e-6)
+
+
+def test_gold_type_blocks_match_the_reloaded_model(finished_run):
+    """Each expert alone and the oracle (each row to the expert of its categorized interaction), scored on the rows
+    of each gold interaction type, recomputed from the reloaded model's expert logits."""
+    from datasets import load_from_disk
+
+    out, _, _ = finished_run
+    saved = json.loads((out / "eval_results.json").read_text())
+    split = load_from_disk(str(out / "categorize" / "dataset"))["test"]
+    outputs, labels = _reloaded_outputs(out)
+    experts = json.loads((out / "config.json").read_text())["experts"]
+    expert_predictions = outputs["expert_logits"].argmax(-1)  # [N, E]
+    gold, categorized = np.asarray(split["gold_interaction"]), np.asarray(split["interaction"])
+    oracle = expert_predictions[np.arange(len(labels)), [experts.index(c) for c in categorized]]
+    for group in sorted(set(gold)):
+        rows = gold == group
+        assert saved["by_gold_interaction"]["oracle"][group]["accuracy"] == pytest.approx(
+            (oracle[rows] == labels[rows]).mean(), abs=1e-6
+        )
+        for e, expert in enumerate(experts):
+            assert saved["experts_by_gold_interaction"][expert][group]["accuracy"] == pytest.approx(
+                (expert_predictions[rows, e] == labels[rows]).mean(), abs=1e-6
+            )
 
 
 def test_card_metadata_omits_license_and_language_nobody_stated(finished_run):

@@ -123,7 +123,12 @@ def evaluate_mixture(
     if "gold_interaction" in split.column_names:
         results["categorization"] = categorization_report(interactions, np.asarray(split["gold_interaction"]))
         gold = np.asarray(split["gold_interaction"])
-        results["by_gold_interaction"] = _blocks_by_group(predictions, labels, gold, experts, num_labels)
+        # The oracle routes by the categorization; scored by gold type, it shows what the experts can do there.
+        results["by_gold_interaction"] = _blocks_by_group(
+            {**predictions, "oracle": fused["oracle"].argmax(-1)}, labels, gold, experts, num_labels
+        )
+        expert_predictions = {e: mix_out["expert_logits"][:, i].argmax(-1) for i, e in enumerate(experts)}
+        results["experts_by_gold_interaction"] = _blocks_by_group(expert_predictions, labels, gold, experts, num_labels)
     return results
 
 
