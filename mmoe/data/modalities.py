@@ -6,6 +6,8 @@ that input as :class:`~mmoe.data.collators.MMoECollator` does and adds ``modalit
 the index of the column (modality) it came from, ``-1`` for special tokens, template separators, columns that are
 no modality, and padding. The tokenizer's character offsets (``return_offsets_mapping``, fast tokenizers) map each
 token back to its column, so truncation and sub-word splits need no special care.
+:class:`MultimodalModalityCollator` does the same on vision-language backbones, where ``"image"`` is a modality too
+(ViLT; LLaVA and BLIP-2, whose expanded image tokens are aligned with the unexpanded prompt's offsets).
 """
 
 from __future__ import annotations
