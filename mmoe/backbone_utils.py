@@ -5,6 +5,9 @@ Imports only ``torch``, ``transformers`` and ``peft`` (uploaded to the Hub next 
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import torch
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers import PreTrainedConfig
@@ -50,6 +53,20 @@ def needs_language_model_hidden_states(config: PreTrainedConfig) -> bool:
     """True when the backbone's ``AutoModel`` output carries the states only in
     ``language_model_outputs.hidden_states`` (BLIP-2's ``Blip2Model``)."""
     return config.model_type in LANGUAGE_MODEL_HIDDEN_STATES_TYPES
+
+
+def takes_inputs_embeds(backbone: Any) -> bool:
+    """Whether a backbone's ``forward`` accepts ``inputs_embeds`` (I2MoE masks text modalities there; BLIP-2's
+    ``Blip2Model`` takes ``input_ids`` only). ``backbone``: a model, a model class, or a config (its ``AutoModel``
+    class; ``True`` for a config ``AutoModel`` does not know)."""
+    if isinstance(backbone, PreTrainedConfig):
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+        try:
+            backbone = MODEL_MAPPING[type(backbone)]
+        except KeyError:
+            return True
+    return "inputs_embeds" in inspect.signature(backbone.forward).parameters
 
 
 def is_decoder_only(config: PreTrainedConfig) -> bool:

@@ -11,7 +11,11 @@ the shared backbone of :class:`~.modeling_mmoe.MMoEModel`:
   special tokens, separators and padding); the modality named ``"image"`` is a vision-language backbone's image;
 - **masking** a modality replaces its input embeddings with ``torch.randn_like`` vectors, as I2MoE does; the image of
   a vision-language backbone is masked at its pixels (``pixel_values`` replaced by standard-normal noise), because
-  its features are computed inside the backbone from the pixels (LLaVA overwrites the placeholder embeddings);
+  its features are computed inside the backbone from the pixels (LLaVA overwrites the placeholder embeddings with
+  them, and finds the placeholders by comparing embeddings, so noise there would never reach the language model);
+  a multimodal LLM's expanded image tokens carry the image's index in ``modality_ids`` (pooled for the reweighting
+  model, left untouched by text masking). Text is masked through ``inputs_embeds``: a backbone without that input
+  (BLIP-2's ``Blip2Model``) is refused unless ``interaction_loss_weight`` is 0;
 - **reweighting** (``config.reweighting="mlp"``): an MLP over the per-modality mean-pooled last hidden states of the
   adapter-free backbone pass ``[B, n * H]`` gives scores ``[B, E]``; the weights are ``softmax(scores / T)`` and the
   prediction is the weighted sum of the experts' logits (I2MoE sums logits, not probabilities);
@@ -32,7 +36,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from .backbone_utils import pool_hidden_states
+from .backbone_utils import pool_hidden_states, takes_inputs_embeds
 from .configuration_mmoe import IMAGE_MODALITY, I2MoEConfig
 from .losses import redundancy_loss, synergy_loss, uniqueness_loss
 from .modeling_mmoe import (
@@ -142,6 +146,14 @@ class I2MoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
                 f"I2MoE modality {IMAGE_MODALITY!r} is the image of a vision-language backbone, but backbone "
                 f"{config.backbone_config.model_type!r} takes no images. In the image-captioned route the caption is "
                 "a text modality: name it after its column (e.g. modalities=['caption', 'text'])."
+            )
+        if (config.interaction_loss_weight > 0 and self._text_modalities
+                and not takes_inputs_embeds(self.mmoe.backbone.get_base_model())):
+            raise ValueError(
+                f"Backbone {config.backbone_config.model_type!r} takes no `inputs_embeds`, so I2MoE cannot mask its "
+                f"text modalities {[self.modalities[i] for i in self._text_modalities]} with random vectors (BLIP-2's "
+                "Blip2Model embeds `input_ids` itself). Use LLaVA, ViLT or a text backbone, or "
+                "interaction_loss_weight=0 (no masked passes)."
             )
         self.expert_heads = nn.ModuleDict(
             {name: MMoEClassificationHead(self.hidden_size, config.num_labels, config.classifier_dropout)

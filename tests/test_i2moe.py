@@ -368,19 +368,126 @@ def test_vilt_masks_the_image_at_its_pixels_and_marks_text_positions():
     assert model.reweighting.net[1].weight.grad.abs().sum() > 0
 
 
-def test_i2moe_on_the_vilt_route_end_to_end_and_llava_refused(tmp_path):
+def test_i2moe_on_the_vilt_route_end_to_end(tmp_path):
     out = tmp_path / "vilt"
     train(["--preset", "demo-vision", "--method", "i2moe", "--unimodal_backbone", "tiny-bert", "--output_dir",
            str(out), *SHRINK[:-2]])
     saved = json.loads((out / "eval_results.json").read_text())
     assert saved["experts"] == ["uniqueness_image", "uniqueness_text", "synergy", "redundancy"]
     assert json.loads((out / "config.json").read_text())["modalities"] == ["image", "text"]
+
+
+# ------------------------------------------------------------------------------ multimodal LLMs (LLaVA, BLIP-2)
+VLM_MODALITIES = ["image", "caption", "text"]
+
+
+def _vlm_collator(family: str, **kwargs):
+    from mmoe.data.modalities import MultimodalModalityCollator
+    from mmoe.testing_vision import tiny_vlm_processor
+
+    kwargs = {"text_template": "{caption} | {text}", "max_length": 32, **kwargs}
+    return MultimodalModalityCollator(tiny_vlm_processor(family), image_column="image", modalities=VLM_MODALITIES,
+                                      **kwargs)
+
+
+def _vlm_rows(n: int = 4) -> list[dict]:
+    from mmoe.testing_vision import tiny_image_text_dataset
+
+    return [dict(row) for row in tiny_image_text_dataset(n)]
+
+
+@pytest.mark.parametrize("family", ["llava", "blip-2"])
+def test_multimodal_llm_spans_are_the_fields_text_after_the_image_tokens_expand(family):
+    from mmoe.testing_vision import BLIP2_NUM_QUERY_TOKENS, IMAGE_TOKEN, TINY_IMAGE_SIZE, TINY_PATCH_SIZE
+
+    collator, rows = _vlm_collator(family), _vlm_rows()
+    batch = collator(rows)
+    tokenizer = collator._tokenizer
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    expanded = (TINY_IMAGE_SIZE // TINY_PATCH_SIZE) ** 2 if family == "llava" else BLIP2_NUM_QUERY_TOKENS
+    assert batch["modality_ids"].shape == batch["input_ids"].shape
+    for row, ids, modality in zip(rows, batch["input_ids"], batch["modality_ids"]):
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        # independent of the alignment: each modality's tokens are its column's text, tokenized on its own
+        for index, name in enumerate(VLM_MODALITIES[1:], start=1):
+            assert [t for t, m in zip(tokens, modality.tolist()) if m == index] == tokenizer.tokenize(row[name])
+        # the image modality is exactly the processor's expanded placeholder tokens
+        assert torch.equal(modality == 0, ids == image_id) and int((ids == image_id).sum()) == expanded
+        assert {t for t, m in zip(tokens, modality.tolist()) if m == -1} <= {"[CLS]", "[SEP]", "[PAD]", "|"}
+
+
+def test_llava_spans_with_a_chat_prompt_and_truncated_text():
+    collator = _vlm_collator("llava", prompt_template="USER: {image_token}\n{text} ASSISTANT:", max_length=8)
+    rows = _vlm_rows(2)
+    batch = collator(rows)
+    tokenizer = collator._tokenizer
+    for row, ids, modality in zip(rows, batch["input_ids"], batch["modality_ids"]):
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        by_modality = {name: tokenizer.convert_tokens_to_string(
+            [t for t, m in zip(tokens, modality.tolist()) if m == index]) for index, name in enumerate(VLM_MODALITIES)}
+        assert by_modality["caption"] == row["caption"]  # 6 tokens, "|" and the first token of the text fit in 8
+        assert by_modality["text"] == row["text"].split()[0]
+        # the prompt's own words around the text belong to no modality
+        outside = tokenizer.convert_tokens_to_string([t for t, m in zip(tokens, modality.tolist()) if m == -1])
+        assert outside.startswith("[CLS] user :") and outside.endswith("assistant : [SEP]")
+
+
+def test_llava_masking_changes_exactly_the_text_positions_and_the_image_at_its_pixels():
+    from mmoe.testing_vision import tiny_vlm_config
+
+    torch.manual_seed(0)
+    config = I2MoEConfig(backbone_config=tiny_vlm_config("llava"), num_labels=2, modalities=VLM_MODALITIES,
+                         interaction_loss_weight=0.5)
+    model = I2MoEForSequenceClassification(config).train()
+    batch = _vlm_collator("llava")(_vlm_rows())
+    inputs = model.mmoe.backbone_inputs({k: v for k, v in batch.items() if k not in ("labels", "modality_ids")})
+    grouped = model._grouped_inputs(inputs, batch["modality_ids"], [None, 0, 1, 2], batch_size=4)
+    embeds = model.get_input_embeddings()(batch["input_ids"])
+    groups = grouped["inputs_embeds"].view(4, *embeds.shape)
+    pixels = grouped["pixel_values"].view(4, *batch["pixel_values"].shape)
+    torch.testing.assert_close(groups[0], embeds)
+    torch.testing.assert_close(groups[1], embeds)  # masking the image leaves every embedding alone ...
+    assert (pixels[1] != batch["pixel_values"]).float().mean() > 0.99  # ... and replaces its pixels with noise
+    for modality in (1, 2):  # masking a text column changes exactly its positions, never the pixels
+        assert torch.equal((groups[modality + 1] != embeds).any(-1), batch["modality_ids"] == modality)
+        torch.testing.assert_close(pixels[modality + 1], batch["pixel_values"])
+    out = model(**batch)  # LLaVA finds its image placeholders in the masked inputs_embeds
+    out.loss.backward()
+    assert out.expert_weights.shape == (4, 5) and out.interaction_losses.shape == (5,)
+    assert torch.isfinite(out.loss) and model.reweighting.net[1].weight.grad.abs().sum() > 0
+
+
+def test_blip2_is_refused_when_its_text_must_be_masked(tmp_path):
+    from mmoe.testing_vision import save_tiny_vlm, tiny_vlm_config
     from mmoe.training.validation import ArgumentsError
 
-    with pytest.raises(ArgumentsError, match="image placeholder tokens"):
-        train(["--preset", "demo-vision", "--backbone", "tiny-llava", "--method", "i2moe", "--unimodal_backbone",
-               "tiny-bert", "--output_dir", str(tmp_path / "llava"), *SHRINK[:-2]])
-    assert not (tmp_path / "llava" / "categorize").exists()
+    def blip2(weight):
+        config = I2MoEConfig(backbone_config=tiny_vlm_config("blip-2"), num_labels=2, modalities=VLM_MODALITIES,
+                             interaction_loss_weight=weight)
+        return I2MoEForSequenceClassification(config).train()
+
+    with pytest.raises(ValueError, match="takes no `inputs_embeds`"):
+        blip2(0.5)
+    out = blip2(0.0)(**_vlm_collator("blip-2")(_vlm_rows()))  # no masked passes: BLIP-2 trains
+    assert out.expert_weights.shape == (4, 5) and out.interaction_loss is None
+    backbone = save_tiny_vlm(tmp_path / "tiny-blip-2", "blip-2")
+    with pytest.raises(ArgumentsError, match="takes no inputs_embeds"):
+        train(["--preset", "demo-vision", "--backbone", str(backbone), "--method", "i2moe", "--unimodal_backbone",
+               "tiny-bert", "--output_dir", str(tmp_path / "blip2"), *SHRINK[:-2]])
+    assert not (tmp_path / "blip2" / "categorize").exists()
+
+
+def test_i2moe_on_the_llava_route_end_to_end(tmp_path):
+    out = tmp_path / "llava"
+    train(["--preset", "demo-vision", "--backbone", "tiny-llava", "--method", "i2moe", "--unimodal_backbone",
+           "tiny-bert", "--output_dir", str(out), "--synthetic_num_train", "24", "--synthetic_num_validation", "12",
+           "--synthetic_num_test", "12", "--max_steps", "1", "--num_folds", "2", "--disable_tqdm", "true"])
+    saved = json.loads((out / "eval_results.json").read_text())
+    assert saved["method"] == "i2moe"
+    assert saved["experts"] == ["uniqueness_image", "uniqueness_text", "synergy", "redundancy"]
+    assert sum(saved["interpretation"]["mean_weights"].values()) == pytest.approx(1.0, abs=1e-5)
+    config = json.loads((out / "config.json").read_text())
+    assert config["modalities"] == ["image", "text"] and config["backbone_config"]["model_type"] == "llava"
 
 
 def test_activation_checkpointing_gives_the_same_gradients():

@@ -6,6 +6,8 @@ that input as :class:`~mmoe.data.collators.MMoECollator` does and adds ``modalit
 the index of the column (modality) it came from, ``-1`` for special tokens, template separators, columns that are
 no modality, and padding. The tokenizer's character offsets (``return_offsets_mapping``, fast tokenizers) map each
 token back to its column, so truncation and sub-word splits need no special care.
+:class:`MultimodalModalityCollator` does the same on vision-language backbones, where ``"image"`` is a modality too
+(ViLT; LLaVA and BLIP-2, whose expanded image tokens are aligned with the unexpanded prompt's offsets).
 """
 
 from __future__ import annotations
@@ -195,38 +197,109 @@ class ModalityCollator(_ModalitySpans, MMoECollator):
 
 @dataclass
 class MultimodalModalityCollator(_ModalitySpans, MultimodalCollator):
-    """:class:`~mmoe.data.multimodal_collator.MultimodalCollator` plus ``modality_ids`` for I2MoE on a fusion VLM
-    (ViLT): the image is the modality ``"image"`` (masked at its pixels by the model), the text modalities are
-    template columns marked in the text positions.
+    """:class:`~mmoe.data.multimodal_collator.MultimodalCollator` plus ``modality_ids`` for I2MoE on a
+    vision-language backbone: the image is the modality ``"image"``, the text modalities are template columns
+    marked in the text positions.
 
-    Processors that expand image placeholder tokens inside the prompt (LLaVA, BLIP-2) are refused: their text
-    positions do not follow from the tokenizer's offsets alone.
+    * **Fusion VLM** (ViLT): the processor's text positions are the tokenizer's; image patches come after the text
+      inside the backbone, so the model counts them as the image (:meth:`I2MoEForSequenceClassification
+      .modality_features`).
+    * **Multimodal LLM** (LLaVA, BLIP-2): the processor expands the image placeholder into one token per image
+      feature (LLaVA: inside the prompt; BLIP-2: its query tokens before the text). The unexpanded prompt is encoded
+      with character offsets, and its tokens are aligned with the processor's ``input_ids`` with the image tokens
+      left out of both (the rest must agree token for token, or the batch is refused). The expanded image-token
+      positions get the index of ``"image"`` (``-1`` when the image is not a modality): the reweighting model pools
+      the image's hidden states there, and masking a text modality leaves them alone. The image itself is masked at
+      ``pixel_values``: the backbone overwrites the placeholder embeddings with the vision features computed from
+      the pixels (and finds them by comparing with the placeholder's embedding), so noise in the placeholder
+      embeddings would never reach the language model; noise pixels give noise image features, I2MoE's random
+      input of a masked modality.
     """
 
     modalities: Sequence[str] = field(default_factory=lambda: [IMAGE_MODALITY, "text"])
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self._image_token is not None or self.prompt_template != "{text}":
-            raise ValueError(
-                "I2MoE's modality spans need a processor whose text positions are the tokenizer's "
-                f"({type(self.processor).__name__} inserts image placeholder tokens or a prompt around the text). Use "
-                "ViLT, or the image-captioned route with a text backbone (the caption as a text modality)."
-            )
+        if self.view == "image":
+            raise ValueError("I2MoE masks each modality in the full input; MultimodalModalityCollator takes "
+                             "view='both' or 'text', not 'image' (its text is empty).")
         self._check_template()
 
     @property
     def _span_tokenizer(self) -> Any:
         return self._tokenizer
 
+    @property
+    def _expands_image_tokens(self) -> bool:
+        """Whether the processor's text positions differ from the tokenizer's (image placeholders or a prompt)."""
+        return self._image_token is not None or self.prompt_template != "{text}"
+
+    def _encode(self, rows: Sequence[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """The unexpanded prompts of :meth:`MultimodalCollator._prompt`, encoded with ``modality_ids``."""
+        if not self._expands_image_tokens:
+            return super()._encode(rows)
+        tokenizer = self._tokenizer
+        if not getattr(tokenizer, "is_fast", True):
+            raise ValueError("I2MoE's collators need a fast tokenizer (character offsets); load it with use_fast=True.")
+        prompts, spans = [], []
+        for row in rows:
+            text, text_spans = format_with_spans(row, self.text_template, self.modalities)
+            if self.max_length is not None:  # as MultimodalCollator._prompt: the text alone is cut
+                text = self._truncate(text, self.max_length)
+            prompt, (where,) = format_with_spans(
+                {"text": text, "image_token": self._image_token or ""}, self.prompt_template, ["text"]
+            )
+            shift = where[0]  # spans are clipped to the (truncated) text: the prompt may go on after it
+            spans.append([(shift + start, shift + min(end, len(text)), index)
+                          for start, end, index in text_spans if start < len(text)])
+            prompts.append(prompt)
+        encoded = dict(tokenizer(prompts, padding=True, return_tensors="pt", return_offsets_mapping=True))
+        encoded["modality_ids"] = modality_ids_from_offsets(encoded.pop("offset_mapping"), spans)
+        return encoded, prompts
+
+    def _aligned_modality_ids(self, batch: dict[str, torch.Tensor], encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``modality_ids`` on the processor's positions: each row's non-image tokens are the unexpanded prompt's
+        (in order), its image tokens the image."""
+        image_id = self._tokenizer.convert_tokens_to_ids(self._image_token) if self._image_token else None
+        image_index = list(self.modalities).index(IMAGE_MODALITY) if IMAGE_MODALITY in self.modalities else NO_MODALITY
+        input_ids = batch["input_ids"]
+        mask = batch.get("attention_mask", torch.ones_like(input_ids)).bool()
+        ids = torch.full(input_ids.shape, NO_MODALITY, dtype=torch.long)
+        for row in range(input_ids.shape[0]):
+            is_image = mask[row] & (input_ids[row] == image_id) if image_id is not None else torch.zeros_like(mask[row])
+            text = (mask[row] & ~is_image).nonzero().flatten()
+            own = encoded["input_ids"][row]
+            kept = (encoded["attention_mask"][row].bool() & (own != image_id)).nonzero().flatten()
+            if not torch.equal(input_ids[row, text], own[kept]):
+                raise ValueError(
+                    f"{type(self.processor).__name__} encodes the text of row {row} differently from its tokenizer "
+                    "(beyond expanding the image placeholder), so I2MoE's modality positions cannot be marked; use "
+                    "the image-captioned route with a text backbone for I2MoE."
+                )
+            ids[row, text] = encoded["modality_ids"][row, kept]
+            ids[row, is_image] = image_index
+        return ids
+
+    def check_rows(self, rows: Sequence[dict[str, Any]], split: str = "data", batch_size: int = 512) -> None:
+        """:meth:`_ModalitySpans.check_rows`; for a processor that expands image tokens also one row through the
+        processor (with a blank image), so a processor whose text positions cannot be aligned fails before
+        training."""
+        super().check_rows(rows, split, batch_size)
+        if self._expands_image_tokens and len(rows):
+            self.with_view("text")([dict(rows[0])])
+
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = super().__call__(rows)
         encoded, texts = self._encode(rows)
-        if not torch.equal(encoded["input_ids"], batch["input_ids"]):
+        if self._expands_image_tokens:
+            modality_ids = self._aligned_modality_ids(batch, encoded)
+        elif torch.equal(encoded["input_ids"], batch["input_ids"]):
+            modality_ids = encoded["modality_ids"]
+        else:
             raise ValueError(
                 f"{type(self.processor).__name__} encodes the text differently from its tokenizer, so the modality "
                 "positions cannot be marked; use the image-captioned route for I2MoE."
             )
-        self._refuse_missing(encoded["modality_ids"], texts)
-        batch["modality_ids"] = encoded["modality_ids"]
+        self._refuse_missing(modality_ids, texts)
+        batch["modality_ids"] = modality_ids
         return batch

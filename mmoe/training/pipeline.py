@@ -35,7 +35,8 @@ from torch import nn
 from transformers import AutoConfig, Trainer, default_data_collator, set_seed
 
 from .. import __version__
-from ..configuration_mmoe import DEFAULT_EXPERTS
+from ..backbone_utils import takes_inputs_embeds
+from ..configuration_mmoe import DEFAULT_EXPERTS, IMAGE_MODALITY
 from ..data.collators import MMoECollator
 from ..data.modalities import ModalityCollator, MultimodalModalityCollator, default_modalities
 from ..data.multimodal_collator import MultimodalCollator, build_collator, load_processor
@@ -149,6 +150,15 @@ class PipelineContext:
                 self.modality_collator()  # and when the processor cannot mark I2MoE's modality spans
             except ValueError as error:
                 raise ArgumentsError([f"--method i2moe: {error}"]) from None
+            text_modalities = [name for name in self.modalities if name != IMAGE_MODALITY]
+            if (model_args.interaction_loss_weight > 0 and text_modalities
+                    and not takes_inputs_embeds(self.backbone_config)):
+                raise ArgumentsError([
+                    f"--method i2moe: backbone {model_args.backbone!r} ({self.backbone_config.model_type}) takes no "
+                    f"inputs_embeds, so its text modalities {text_modalities} cannot be masked with random vectors "
+                    "(BLIP-2's Blip2Model embeds input_ids itself). Use LLaVA, ViLT or a text backbone, or "
+                    "--interaction_loss_weight 0."
+                ])
         positions = getattr(self.backbone_config, "max_position_embeddings", None)
         if isinstance(positions, int) and data_args.max_length > positions:
             # The tokenizer would pad/truncate to more positions than the backbone has: a shape error deep in torch.
