@@ -230,6 +230,28 @@ def test_save_and_reload_without_mmoe_installed(tmp_path):
     assert isinstance(AutoModel.from_pretrained(folder), I2MoEModel)
 
 
+def test_truncation_cuts_the_longest_column_first_and_keeps_every_modality():
+    """MUStARD-like: a long caption and context before a short utterance. An end cut at max_length would drop the
+    utterance; the longest-first cut trims caption and context to equal lengths and keeps the utterance whole."""
+    names = ["caption", "context", "text"]
+    tokenizer = tiny_tokenizer()
+    row = {"caption": "a man on a red sofa in a bright room " * 6, "context": "you said you would come " * 4,
+           "text": "oh great", "label": 1}
+    template = "{caption} | {context} | {text}"
+    batch = ModalityCollator(tokenizer=tokenizer, text_template=template, max_length=40, modalities=names)([row])
+    counts = [int((batch["modality_ids"][0] == i).sum()) for i in range(3)]
+    full = [len(tokenizer(row[name], add_special_tokens=False)["input_ids"]) for name in names]
+    # Independently: the template's own tokens (special tokens, separators) and the utterance stay; caption and
+    # context share the rest, longest first, so they end within one token of each other.
+    overhead = len(tokenizer(template.format(caption="", context="", text=""))["input_ids"])
+    assert batch["input_ids"].shape[1] == 40 and counts[2] == full[2]
+    assert counts[0] + counts[1] == 40 - overhead - full[2] and abs(counts[0] - counts[1]) <= 1
+    kept = batch["input_ids"][0][batch["modality_ids"][0] == 0].tolist()
+    assert kept == tokenizer(row["caption"], add_special_tokens=False)["input_ids"][: counts[0]]  # a prefix
+    end_cut = tokenizer(template.format(**row), truncation=True, max_length=40)["input_ids"]
+    assert tokenizer.convert_tokens_to_ids("great") not in end_cut  # what the end cut would have lost
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 def test_bad_input_gets_a_clear_error():
     with pytest.raises(ValueError, match="at least two modalities"):
@@ -305,6 +327,17 @@ def test_i2moe_pipeline_end_to_end(tmp_path):
     assert saved["mmoe"]["accuracy"] == pytest.approx(accuracy)
     assert results["mmoe"]["accuracy"] == pytest.approx(accuracy)
     assert (out / "uniqueness_caption").is_dir() is False  # a local backbone is embedded, not referenced
+
+    # A reused categorization (e.g. copied from an MMoE run) is checked too, before the finished stages are read.
+    from mmoe.training.validation import ArgumentsError
+
+    dataset["test"] = dataset["test"].map(lambda row, i: {"caption": "" if i == 3 else row["caption"]},
+                                          with_indices=True)
+    dataset.save_to_disk(str(out / "categorize" / "dataset.new"))
+    (out / "categorize" / "dataset").rename(out / "categorize" / "dataset.old")
+    (out / "categorize" / "dataset.new").rename(out / "categorize" / "dataset")
+    with pytest.raises(ArgumentsError, match=r"'caption' has no token in 1 row\(s\) of the test split \(rows \[3\]"):
+        train(["--preset", "demo", "--backbone", "tiny-bert", "--method", "i2moe", "--output_dir", str(out), *SHRINK])
 
 
 def tiny_tokenizer_from(folder: Path):

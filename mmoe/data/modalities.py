@@ -188,6 +188,46 @@ class ModalityCollator(_ModalitySpans, MMoECollator):
     def _span_tokenizer(self) -> Any:
         return self.tokenizer
 
+    def _encode(self, rows: Sequence[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        return super()._encode([self._fit_fields(row) for row in rows])
+
+    def _fit_fields(self, row: dict[str, Any], rounds: int = 4) -> dict[str, Any]:
+        """``row`` with its modality columns cut, longest first, until the filled template fits ``max_length``.
+
+        Cutting the filled template at its end (what :class:`MMoECollator` does) drops the last columns whole when
+        an early one is long (MUStARD's captions and contexts), and I2MoE needs every modality in every row. So the
+        longest modality loses one token at a time (``truncation="longest_first"``, for any number of columns),
+        each column cut at a token boundary of its own encoding. Columns are tokenized apart, which may differ
+        from the joint encoding by a token at their joins; a few ``rounds`` absorb that.
+        """
+        if self.max_length is None:
+            return row
+        names = [name for name in self._text_modalities if row.get(name)]
+        for _ in range(rounds):
+            text, _ = format_with_spans(row, self.text_template, self.modalities)
+            excess = len(self.tokenizer(text)["input_ids"]) - self.max_length
+            if excess <= 0 or not names:
+                return row
+            values = {name: str(row[name]) for name in names}
+            offsets = {
+                name: self.tokenizer(values[name], add_special_tokens=False, return_offsets_mapping=True)[
+                    "offset_mapping"
+                ]
+                for name in names
+            }
+            kept = {name: len(offsets[name]) for name in names}
+            while excess > 0:
+                longest = max(names, key=lambda name: kept[name])
+                if kept[longest] <= 1:
+                    break  # every modality is down to one token: the end cut takes the rest
+                kept[longest] -= 1
+                excess -= 1
+            row = dict(row)
+            for name in names:
+                if kept[name] < len(offsets[name]):
+                    row[name] = values[name][: offsets[name][kept[name] - 1][1]]
+        return row
+
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         encoded, texts = self._encode(rows)
         self._refuse_missing(encoded["modality_ids"], texts)

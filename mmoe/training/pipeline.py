@@ -318,6 +318,18 @@ def resolve_backbone(backbone: str, output_dir: Path | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- stages
+def _check_modalities(ctx: PipelineContext, dataset: DatasetDict) -> None:
+    """I2MoE masks one modality at a time, so every row of every split needs a token of every modality after
+    truncation: checked on the text alone, before any training (exit 2 with the rows to fix)."""
+    if ctx.method != I2MOE:
+        return
+    for name, split in dataset.items():
+        try:
+            ctx.modality_collator().check_rows(split, name)
+        except ValueError as error:
+            raise ArgumentsError([f"--method i2moe: {error}"]) from None
+
+
 def run_categorize(ctx: PipelineContext) -> DatasetDict:
     """Stage 1: unimodal predictions + the ``interaction`` column on every split (saved with save_to_disk)."""
     stage_dir = ctx.run_dir / "categorize"
@@ -326,16 +338,12 @@ def run_categorize(ctx: PipelineContext) -> DatasetDict:
     if stage_is_done(stage_dir, inputs, ctx.overwrite, required=("dataset/dataset_dict.json",)):
         dataset = load_from_disk(str(stage_dir / "dataset"))
         ctx.set_label_space(dataset)
+        _check_modalities(ctx, dataset)  # also when an MMoE run's categorization is reused
         return dataset
     dataset = load_pipeline_dataset(ctx.data_args)
     ctx.set_label_space(dataset)
     validate_dataset(dataset, ctx.data_args, ctx.num_labels)
-    if ctx.method == I2MOE:  # before the unimodal predictors train: every row needs every modality
-        for name, split in dataset.items():
-            try:
-                ctx.modality_collator().check_rows(split, name)
-            except ValueError as error:
-                raise ArgumentsError([f"--method i2moe: {error}"]) from None
+    _check_modalities(ctx, dataset)  # before the unimodal predictors train
     with main_process_first():
         unimodal_backbone = resolve_backbone(
             ctx.data_args.unimodal_backbone or ctx.model_args.backbone, Path(ctx.training_args.output_dir)
