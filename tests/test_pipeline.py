@@ -453,3 +453,22 @@ def test_router_mixture_objective_end_to_end(tmp_path, tiny_bert_dir):
     card = (out / "README.md").read_text()  # the card describes the router that was trained
     assert "trained for the fused prediction itself" in card and "reading the experts' pooled states" in card
     assert "focal loss" not in card.split("## Training procedure")[1].split("###")[0]
+
+
+def test_small_experts_train_enough_steps():
+    """--expert_min_steps raises a small subset's epochs (whole epochs) until it takes that many optimizer steps;
+    the figures are worked out by hand: 199 rows at batch 32 are 7 steps per epoch, so 60 steps need 9 epochs."""
+    from types import SimpleNamespace
+
+    from mmoe.training.pipeline import _expert_epochs
+
+    def epochs(rows: int, min_steps: int, expert_epochs: float | None = 3.0, accumulation: int = 1) -> float:
+        args = SimpleNamespace(expert_num_train_epochs=expert_epochs, num_train_epochs=5.0, world_size=1,
+                               per_device_train_batch_size=32, gradient_accumulation_steps=accumulation,
+                               expert_min_steps=min_steps)
+        return _expert_epochs(SimpleNamespace(training_args=args), rows)
+
+    assert epochs(199, 60) == 9.0
+    assert epochs(663, 60) == 3.0  # 21 steps per epoch: 63 steps already
+    assert epochs(199, 0) == 3.0 and epochs(199, 0, expert_epochs=None) == 5.0
+    assert epochs(199, 60, accumulation=2) == 15.0  # 4 optimizer steps per epoch

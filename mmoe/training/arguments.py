@@ -244,6 +244,13 @@ class MMoETrainingArguments(TrainingArguments):
     )
     baseline_num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs of the baseline."})
     expert_num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs of each expert."})
+    expert_min_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Optimizer steps each expert takes at least: an expert whose subset is small (synergy often "
+            "is) trains more epochs, up to this many steps (0: off; every expert trains its epochs)."
+        },
+    )
     router_num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs of the router."})
     i2moe_num_train_epochs: float | None = field(
         default=None, metadata={"help": "Epochs of the joint I2MoE training (--method i2moe)."}

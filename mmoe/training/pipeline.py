@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ _REPORTING_ONLY = (
 # Stage-specific options: each matters only to its own stage.
 _STAGE_ONLY = {
     "baseline": ("baseline_num_train_epochs",),
-    "experts": ("expert_num_train_epochs", "min_expert_examples"),
+    "experts": ("expert_num_train_epochs", "expert_min_steps", "min_expert_examples"),
     "router": ("router_num_train_epochs", "router_learning_rate"),
     "i2moe": ("i2moe_num_train_epochs",),
 }
@@ -608,13 +609,24 @@ def run_experts(
                                    expert)
                     validation = dataset["validation"]
                 summaries[expert] = _train_part(
-                    ctx, model, expert, train, validation, stage_dir / expert,
-                    ctx.training_args.expert_num_train_epochs,
+                    ctx, model, expert, train, validation, stage_dir / expert, _expert_epochs(ctx, len(train))
                 )
             if is_main_process():
                 atomic_save_tensors(model.expert_state_dict(expert), stage_dir / f"{expert}.safetensors")
         mark_stage_done(stage_dir, inputs, summaries)
     return {expert: load_file(str(stage_dir / name)) for expert, name in zip(ctx.experts, files)}
+
+
+def _expert_epochs(ctx: PipelineContext, rows: int) -> float:
+    """The expert's epochs (``--expert_num_train_epochs``, else ``--num_train_epochs``), raised to whole epochs
+    until the expert takes ``--expert_min_steps`` optimizer steps on its ``rows`` training rows."""
+    args = ctx.training_args
+    epochs = args.expert_num_train_epochs if args.expert_num_train_epochs is not None else args.num_train_epochs
+    batch = args.per_device_train_batch_size * max(args.world_size, 1) * args.gradient_accumulation_steps
+    steps_per_epoch = max(math.ceil(rows / batch), 1)
+    if args.expert_min_steps > 0 and epochs * steps_per_epoch < args.expert_min_steps:
+        epochs = float(math.ceil(args.expert_min_steps / steps_per_epoch))
+    return epochs
 
 
 def run_router(

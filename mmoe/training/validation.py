@@ -220,6 +220,7 @@ def training_argument_problems(args: MMoETrainingArguments) -> list[str]:
         number_problem("learning_rate", args.learning_rate, gt=0),
         number_problem("router_learning_rate", args.router_learning_rate, gt=0),
         number_problem("min_expert_examples", args.min_expert_examples, ge=0, integer=True),
+        number_problem("expert_min_steps", args.expert_min_steps, ge=0, integer=True),
         number_problem("per_device_train_batch_size", args.per_device_train_batch_size, ge=1, integer=True),
         number_problem("per_device_eval_batch_size", args.per_device_eval_batch_size, ge=1, integer=True),
         number_problem("gradient_accumulation_steps", args.gradient_accumulation_steps, ge=1, integer=True),
