@@ -5,39 +5,56 @@ unique or synergistic. This generator builds a dataset where the answer is known
 categorization step, the experts and the router can be checked against ground truth.
 
 Every example is a small PIL-rendered weather scene (``sunny``, ``snowy``, ``rainy`` or ``night``; sometimes a
-house or a tree; sometimes a coloured *marker* shape in a corner), a caption of the image such as an
-image-captioning model would write ("a photo of a snowy field under a grey sky with a tree and a red triangle in
-the top left corner"), and a short post whose *claim* is about one of the four scenes ("what a warm sunny day").
+house or a tree; always a red or purple *image cue*), a caption of the image such as an image-captioning model
+would write ("a photo of a snowy field under a grey sky with a tree and a small red triangle in the top left
+corner"), and a short post: a *claim* about one of the four scenes ("what a warm sunny day") with a *text cue*.
 The binary label is framed like the MMoE paper's sarcasm task: ``1 = sarcastic``, ``0 = not_sarcastic``.
 
-Cues (none of them is ever written in the caption as a label word):
+Every modality carries exactly one cue, weak or strong, that *suggests* a label (direction 1 or 0); the caption
+names what is drawn, never a label word:
 
-* **text marker**: a sarcasm phrase (``"yeah right,"``, ``"#sarcasm"``, ``"/s"``, ...) implies label 1, a
-  sincerity phrase (``"honestly,"``, ``"#grateful"``, ``"for real"``, ...) implies label 0;
-* **image marker**: a *red* shape implies label 1, a *purple* shape implies label 0 (the shape -- triangle,
-  square, circle or diamond -- and the corner are random and carry no information); the caption names it;
-* **relation**: whether the post's claim contradicts the pictured scene ("what a warm sunny day" under a snowy
-  scene).
+* **weak text cue** (a tone): a sarcastic-sounding prefix and suffix (``"oh great, ... lol"``) suggest 1, a
+  sincere-sounding pair (``"aww, ... :)"``) suggests 0;
+* **strong text cue**: one unmistakable phrase, ``"#sarcasm"``, ``"/s"``, ``"yeah right,"``, ... for 1 and
+  ``"#sincere"``, ``"#nofilter"``, ``"in all sincerity,"``, ... for 0 (no tone words next to it);
+* **weak image cue**: a *small* red (1) or purple (0) shape in a corner -- shape (triangle, square, circle,
+  diamond) and corner random -- captioned "a small red triangle in the top left corner";
+* **strong image cue**: a *thick* red (1) or purple (0) frame around the whole picture, captioned "..., inside a
+  thick red frame";
+* **relation**: whether the claim contradicts the pictured scene ("what a warm sunny day" under a snowy scene),
+  visible only with both modalities.
 
-How each interaction type is built (``gold_interaction`` / ``gold_cue_modality``):
+How each interaction type is built (``gold_interaction`` / ``gold_cue_modality``), with ``y`` the label:
 
-* ``redundancy`` / ``"both"``: the text marker AND the image marker are present and both imply the label.
-* ``uniqueness`` / ``"text"`` or ``"image"``: exactly one modality carries a marker that implies the label; the
-  other modality has no marker at all. Uniqueness rows are split half text, half image.
-* ``synergy`` / ``"relation"``: no marker anywhere; ``label = 1`` iff the claim contradicts the scene (for label 1
-  the scene is one of the three other scenes). Scenes are balanced exactly within each label, and so are the
-  three "other" scenes of label-1 rows, so every claim appears equally often (in expectation) with both labels
-  and every scene exactly equally often with both labels: the post alone, the image alone and the caption alone
-  are independent of the label; only the pair (claim, scene) decides it.
+* ``redundancy`` / ``"both"``: both modalities carry a weak cue suggesting ``y``; the claim matches the scene.
+* ``uniqueness`` / ``"text"`` or ``"image"`` (half each): the carrying modality has a strong cue suggesting
+  ``y``; the other modality has a weak cue suggesting ``1 - y``; claim and scene match in exactly half of the
+  rows of each label (the relation says nothing).
+* ``synergy`` / ``"relation"``: both modalities carry a weak cue suggesting ``1 - y`` (a cheerful post over a
+  plain scene for ``y = 1``, as in real sarcasm) and the claim contradicts the scene (it is about one of the three
+  other scenes): the contradiction inverts what the tones say.
 
-Outside synergy rows the relation carries no information: claim and scene match in exactly half of the rows of
-each label, so a model must learn *when* to use markers and when the relation. Scene, claim, house/tree, marker
-shape and corner, phrasing and colour jitter are drawn independently of the label. Labels are balanced exactly
-(up to rounding) within every interaction cell of every split.
+The rule behind every label: a strong cue decides; otherwise the two weak cues agree, and the label is their
+direction, inverted iff the claim contradicts the scene (``label = tone XOR contradiction``).
+
+What this does to a unimodal classifier, which learns P(label | its own modality) over *all* rows: a strong cue
+is always right; a weak cue is right on redundancy rows and wrong on synergy rows and on the other modality's
+uniqueness rows -- with the default proportions (0.55 / 0.25 / 0.2) right on 0.55 / 0.875 = 63 % of the rows that
+show it, so the classifier follows it. Such a classifier is then right on both modalities of redundancy rows,
+on exactly one of uniqueness rows and on neither of synergy rows (confidently wrong, i.e. below chance, which
+shows that neither modality alone predicts a synergy label), and MMoE's categorization (number of wrong unimodal
+predictions: 0, 1, 2) recovers the gold types. This needs redundancy to outweigh uniqueness / 2 + synergy: with
+proportions where it does not, the weak cues point the other way on most rows and categorization breaks.
+
+No unimodal shortcut: within every cell the pictured scene is balanced exactly across labels (and so, in
+expectation, the claim), whether claim and scene match is equally frequent for both labels, and house/tree,
+marker shape and corner, phrasing and colour jitter are drawn independently of the label. Labels are balanced
+exactly (up to rounding) within every interaction cell of every split.
 
 ``label_noise`` flips the label of ``round(label_noise * n)`` rows of each ``gold_cue_modality`` cell of each split
-(content and ``gold_*`` columns unchanged). Content is drawn from a random stream separate from the noise stream,
-so the same seed with and without noise gives identical texts, captions and images.
+(content and ``gold_*`` columns unchanged: cues follow the clean label). Content is drawn from a random stream
+separate from the noise stream, so the same seed with and without noise gives identical texts, captions and
+images.
 
 Columns (see :func:`synthetic_features`):
 
@@ -45,7 +62,7 @@ Columns (see :func:`synthetic_features`):
 column                   feature                content
 ======================== ====================== ==========================================================
 ``id``                   ``Value("string")``    ``"synthetic-<split>-<index>"``
-``text``                 ``Value("string")``    the post, e.g. ``"yeah right, what a warm sunny day"``
+``text``                 ``Value("string")``    the post, e.g. ``"oh great, what a warm sunny day lol"``
 ``caption``              ``Value("string")``    a caption of the image (what is drawn, never the label)
 ``image``                ``Image()``            an RGB ``image_size`` x ``image_size`` PIL image
 ``label``                ``ClassLabel``         ``0 = not_sarcastic``, ``1 = sarcastic`` (:data:`ID2LABEL`)
@@ -104,9 +121,9 @@ LABEL2ID: dict[str, int] = {name: i for i, name in ID2LABEL.items()}
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 SCENES: tuple[str, ...] = ("sunny", "snowy", "rainy", "night")
-"""The four pictured scenes; a synergy row is sarcastic iff the post's claim is about another scene."""
+"""The four pictured scenes; a synergy row's claim is always about another scene than the pictured one."""
 
-DEFAULT_PROPORTIONS: dict[str, float] = {"redundancy": 0.5, "uniqueness": 0.35, "synergy": 0.15}
+DEFAULT_PROPORTIONS: dict[str, float] = {"redundancy": 0.55, "uniqueness": 0.25, "synergy": 0.2}
 
 # --------------------------------------------------------------------------------------------------------------
 # Vocabulary
@@ -139,10 +156,15 @@ _CLAIMS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# (prefixes, suffixes) per label: 1 = sarcasm marker, 0 = sincerity marker.
-_TEXT_MARKERS: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    1: (("yeah right,", "oh great,", "wow, just", "sure,"), ("#sarcasm", "/s", "... not", "said no one ever")),
-    0: (("honestly,", "truly,", "no joke,", "genuinely,"), ("#grateful", "#blessed", "for real", "and i mean it")),
+# Text cues: (prefixes, suffixes) per direction (1 = suggests sarcastic, 0 = suggests not sarcastic). No word of a
+# cue occurs in a claim, and weak and strong vocabularies share no word.
+_TEXT_WEAK: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    1: (("oh great,", "oh wow,"), ("lol", "haha")),
+    0: (("aww,", "yay,"), (":)", "smiling")),
+}
+_TEXT_STRONG: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    1: (("yeah right,", "#sarcasm"), ("#sarcasm", "/s", "... not!", "said no one ever")),
+    0: (("in all sincerity,", "#nofilter"), ("#sincere", "#nofilter", "and i truly mean it", "no irony, honestly")),
 }
 _NEUTRAL_TAGS: tuple[str, ...] = ("#weather", "#outside", "#today", "#mood")
 
@@ -156,7 +178,7 @@ _SCENE_PHRASES: dict[str, tuple[str, ...]] = {
 _OBJECTS: tuple[str, ...] = ("none", "house", "tree")
 _SHAPES: tuple[str, ...] = ("triangle", "square", "circle", "diamond")
 _CORNERS: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom right")
-_MARKER_COLOUR_NAMES: dict[int, str] = {1: "red", 0: "purple"}
+_MARKER_COLOUR_NAMES: dict[int, str] = {1: "red", 0: "purple"}  # image cues, weak and strong alike
 _MARKER_RGB: dict[int, tuple[int, int, int]] = {1: (225, 25, 25), 0: (145, 35, 210)}
 
 # Scene palettes: sky, ground, accent (sun / flakes / rain / moon). None of them is near red or purple.
@@ -181,7 +203,8 @@ class SyntheticConfig:
         num_train, num_validation, num_test: number of rows of each split (positive integers).
         proportions: fraction of rows per interaction type, keys among ``"redundancy"``, ``"uniqueness"``,
             ``"synergy"`` (a missing key means 0); non-negative, summing to 1. Honoured exactly up to rounding
-            (largest remainder) in every split. Default: synergy rare, as in real data (0.5 / 0.35 / 0.15).
+            (largest remainder) in every split. Default 0.55 / 0.25 / 0.2: synergy the rarest, as in real data;
+            redundancy must outweigh uniqueness / 2 + synergy for the weak cues to mean what they say.
         label_noise: fraction of labels flipped in each interaction type of each split, in ``[0, 0.5]``.
         image_size: side of the square RGB images in pixels (16 to 512; default 32).
         pixel_noise: standard deviation of the Gaussian noise added to every pixel (0 to 64; default 4.0).
@@ -372,10 +395,12 @@ def _generate_split(config: SyntheticConfig, split: str, split_index: int, size:
             idx = np.flatnonzero(labels == label)
             scenes = _balanced(rng, len(idx), n_scenes)
             if cue == "relation":
-                # Label 0: the claim is about the pictured scene; label 1: about one of the other scenes.
-                # Scenes balanced within each label => the image (and caption) is independent of the label;
-                # claims are then balanced in expectation too (the shift is balanced over the other scenes).
-                shifts = _balanced(rng, len(idx), n_scenes - 1) + 1 if label == 1 else np.zeros(len(idx), int)
+                # The claim contradicts the pictured scene: it is about one of the three other scenes. Scenes
+                # balanced within each label => the image (and caption) is independent of the label; claims are
+                # then balanced in expectation too (the shift is balanced over the other scenes).
+                shifts = _balanced(rng, len(idx), n_scenes - 1) + 1
+            elif cue == "both":
+                shifts = np.zeros(len(idx), int)  # the claim matches the pictured scene
             else:
                 # Relation uninformative: match in exactly half of the rows of each label.
                 matches = _balanced(rng, len(idx), 2).astype(bool)
@@ -383,13 +408,15 @@ def _generate_split(config: SyntheticConfig, split: str, split_index: int, size:
             for j, row in enumerate(idx):
                 cell[row] = {"scene": int(scenes[j]), "claim": int((scenes[j] + shifts[j]) % n_scenes)}
         for row, label in zip(cell, labels):
+            # Cues follow the *clean* label (label noise flips the label, never the content): a strong cue points
+            # to it, a weak cue points to it in redundancy rows and to the other label everywhere else.
+            weak = int(label) if cue == "both" else 1 - int(label)
             row.update(
                 interaction=interaction,
                 cue=cue,
                 label=int(label),
-                polarity=int(label),  # the clean label: what the markers imply; noise never changes content
-                text_marker=cue in ("both", "text"),
-                image_marker=cue in ("both", "image"),
+                text_cue=("strong", int(label)) if cue == "text" else ("weak", weak),
+                image_cue=("strong", int(label)) if cue == "image" else ("weak", weak),
             )
         # Label noise: flip exactly round(noise * count) rows of this cell, from a separate stream.
         n_flip = round(config.label_noise * count)
@@ -414,39 +441,41 @@ def _generate_split(config: SyntheticConfig, split: str, split_index: int, size:
 
 
 def _render_example(rng: np.random.Generator, spec: dict[str, Any], config: SyntheticConfig):
-    # Markers follow the *clean* label: label noise flips the label, never the content.
-    polarity = spec["polarity"]
     scene = SCENES[spec["scene"]]
     claim_scene = SCENES[spec["claim"]]
 
-    # Text: claim (+ marker as prefix or suffix) (+ optional neutral tag).
+    # Text: claim with its cue as a prefix or a suffix (+ optional neutral tag).
     text = str(rng.choice(_CLAIMS[claim_scene]))
-    if spec["text_marker"]:
-        prefixes, suffixes = _TEXT_MARKERS[polarity]
-        if rng.random() < 0.5:
-            text = f"{rng.choice(prefixes)} {text}"
-        else:
-            text = f"{text} {rng.choice(suffixes)}"
+    strength, direction = spec["text_cue"]
+    if strength == "weak":  # a tone: a prefix and a suffix
+        prefixes, suffixes = _TEXT_WEAK[direction]
+        text = f"{rng.choice(prefixes)} {text} {rng.choice(suffixes)}"
+    elif rng.random() < 0.5:  # one unmistakable phrase
+        text = f"{rng.choice(_TEXT_STRONG[direction][0])} {text}"
+    else:
+        text = f"{text} {rng.choice(_TEXT_STRONG[direction][1])}"
     if rng.random() < 0.3:
         text = f"{text} {rng.choice(_NEUTRAL_TAGS)}"
 
-    # Image content.
+    # Image content: a weak cue is a small shape in a corner, a strong cue a thick frame around the picture.
     obj = str(rng.choice(_OBJECTS))
-    marker = None
-    if spec["image_marker"]:
-        marker = (str(rng.choice(_SHAPES)), str(rng.choice(_CORNERS)), polarity)
-    image = _draw_scene(rng, scene, obj, marker, config.image_size, config.pixel_noise)
+    strength, direction = spec["image_cue"]
+    shape = str(rng.choice(_SHAPES)) if strength == "weak" else "frame"
+    corner = str(rng.choice(_CORNERS)) if strength == "weak" else None
+    image = _draw_scene(rng, scene, obj, (shape, corner, direction), config.image_size, config.pixel_noise)
 
     # Caption: what is drawn, never the label.
     caption = f"{rng.choice(_CAPTION_PREFIXES)} {rng.choice(_SCENE_PHRASES[scene])}"
     extras = []
     if obj != "none":
         extras.append(f"a small {obj}" if obj == "house" else "a tree")
-    if marker is not None:
-        shape, corner, colour = marker
-        extras.append(f"a {_MARKER_COLOUR_NAMES[colour]} {shape} in the {corner} corner")
+    colour = _MARKER_COLOUR_NAMES[direction]
+    if strength == "weak":
+        extras.append(f"a small {colour} {shape} in the {corner} corner")
     if extras:
         caption = f"{caption} with {' and '.join(extras)}"
+    if strength == "strong":
+        caption = f"{caption}, inside a thick {colour} frame"
     return text, caption, image
 
 
@@ -458,7 +487,7 @@ def _draw_scene(
     rng: np.random.Generator,
     scene: str,
     obj: str,
-    marker: tuple[str, str, int] | None,
+    marker: tuple[str, str | None, int],
     size: int,
     pixel_noise: float,
 ) -> PILImage.Image:
@@ -469,9 +498,9 @@ def _draw_scene(
     horizon = s * rng.uniform(0.62, 0.75)
     draw.rectangle([0, horizon, s, s], fill=palette["ground"])
 
-    # Sun / moon goes on the side away from a top marker.
-    marker_top = marker is not None and marker[1].startswith("top")
-    marker_left = marker is not None and marker[1].endswith("left")
+    # Sun / moon goes on the side away from a top corner marker (a frame has no corner).
+    marker_top = marker[1] is not None and marker[1].startswith("top")
+    marker_left = marker[1] is not None and marker[1].endswith("left")
     if marker_top:
         cx = s * (rng.uniform(0.6, 0.8) if marker_left else rng.uniform(0.2, 0.4))
     else:
@@ -516,13 +545,16 @@ def _draw_scene(
         draw.rectangle([ox - w * 0.12, horizon - w * 0.8, ox + w * 0.12, horizon + w * 0.2], fill=trunk)
         draw.ellipse([ox - w * 0.55, horizon - w * 1.7, ox + w * 0.55, horizon - w * 0.6], fill=crown)
 
-    if marker is not None:
-        shape, corner, polarity = marker
-        m = s * rng.uniform(0.26, 0.34)
-        pad = s * rng.uniform(0.02, 0.06)
+    shape, corner, direction = marker
+    colour = _jitter(rng, _MARKER_RGB[direction], 15)
+    if shape == "frame":  # strong cue: a thick border around the whole picture
+        width = max(2, round(s * rng.uniform(0.09, 0.12)))
+        draw.rectangle([0, 0, size - 1, size - 1], outline=colour, width=width)
+    else:  # weak cue: a small shape in a corner
+        m = s * rng.uniform(0.18, 0.24)
+        pad = s * rng.uniform(0.03, 0.07)
         x0 = pad if corner.endswith("left") else s - pad - m
         y0 = pad if corner.startswith("top") else s - pad - m
-        colour = _jitter(rng, _MARKER_RGB[polarity], 15)
         box = [x0, y0, x0 + m, y0 + m]
         if shape == "square":
             draw.rectangle(box, fill=colour)
