@@ -5,46 +5,52 @@ unique or synergistic. This generator builds a dataset where the answer is known
 categorization step, the experts and the router can be checked against ground truth.
 
 Every example is a small PIL-rendered weather scene (``sunny``, ``snowy``, ``rainy`` or ``night``; sometimes a
-house or a tree; always a red or purple *image cue*), a caption of the image such as an image-captioning model
-would write ("a photo of a snowy field under a grey sky with a tree and a small red triangle in the top left
-corner"), and a short post: a *claim* about one of the four scenes ("what a warm sunny day") with a *text cue*.
-The binary label is framed like the MMoE paper's sarcasm task: ``1 = sarcastic``, ``0 = not_sarcastic``.
+house or a tree; sometimes an *image marker*), a caption of the image such as an image-captioning model would write
+("a photo of a snowy field under a grey sky with a tree and a small red triangle in the top left corner"), and a
+short post: a *claim* about one of the four scenes ("what a warm sunny day"), sometimes with a *text marker*. The
+binary label is framed like the MMoE paper's sarcasm task: ``1 = sarcastic``, ``0 = not_sarcastic``.
 
-Every modality carries exactly one cue, weak or strong, that *suggests* a label (direction 1 or 0); the caption
-names what is drawn, never a label word:
+A modality carries at most one marker, which *suggests* a label (direction 1 or 0); the caption names what is
+drawn, never a label word:
 
-* **weak text cue** (a tone): a sarcastic-sounding prefix and suffix (``"oh great, ... lol"``) suggest 1, a
-  sincere-sounding pair (``"aww, ... :)"``) suggests 0;
-* **strong text cue**: one unmistakable phrase, ``"#sarcasm"``, ``"/s"``, ``"yeah right,"``, ... for 1 and
-  ``"#sincere"``, ``"#nofilter"``, ``"in all sincerity,"``, ... for 0 (no tone words next to it);
-* **weak image cue**: a *small* red (1) or purple (0) shape in a corner -- shape (triangle, square, circle,
-  diamond) and corner random -- captioned "a small red triangle in the top left corner";
-* **strong image cue**: a *thick* red (1) or purple (0) frame around the whole picture, captioned "..., inside a
-  thick red frame";
+* **text marker**: one sarcasm phrase (``"#sarcasm"``, ``"/s"``, ``"yeah right,"``, ``"said no one ever"``, ...)
+  for 1 or one sincerity phrase (``"#sincere"``, ``"#nofilter"``, ``"in all sincerity,"``, ...) for 0, at the start
+  or the end of the post;
+* **image marker**: a small red (1) or purple (0) shape in a corner -- shape (triangle, square, circle, diamond)
+  and corner random -- captioned "a small red triangle in the top left corner";
 * **relation**: whether the claim contradicts the pictured scene ("what a warm sunny day" under a snowy scene),
   visible only with both modalities.
 
 How each interaction type is built (``gold_interaction`` / ``gold_cue_modality``), with ``y`` the label:
 
-* ``redundancy`` / ``"both"``: both modalities carry a weak cue suggesting ``y``; the claim matches the scene.
-* ``uniqueness`` / ``"text"`` or ``"image"`` (half each): the carrying modality has a strong cue suggesting
-  ``y``; the other modality has a weak cue suggesting ``1 - y``; claim and scene match in exactly half of the
-  rows of each label (the relation says nothing).
-* ``synergy`` / ``"relation"``: both modalities carry a weak cue suggesting ``1 - y`` (a cheerful post over a
-  plain scene for ``y = 1``, as in real sarcasm) and the claim contradicts the scene (it is about one of the three
-  other scenes): the contradiction inverts what the tones say.
+* ``redundancy`` / ``"both"``: both modalities carry a marker for ``y``; the claim matches the scene.
+* ``uniqueness`` / ``"text"`` or ``"image"`` (half each): the named modality carries a marker for ``y``, the other
+  modality carries none; claim and scene match in exactly half of the rows of each label (the relation says
+  nothing).
+* ``synergy`` / ``"relation"``: both modalities carry a marker for ``1 - y`` and the claim contradicts the scene
+  (it is about one of the three other scenes): the contradiction inverts what the markers say.
 
-The rule behind every label: a strong cue decides; otherwise the two weak cues agree, and the label is their
-direction, inverted iff the claim contradicts the scene (``label = tone XOR contradiction``).
+The rule behind every label: with one marker, the label is its direction; with two (they always agree), the label
+is their direction, inverted iff the claim contradicts the scene.
 
-What this does to a unimodal classifier, which learns P(label | its own modality) over *all* rows: a strong cue
-is always right; a weak cue is right on redundancy rows and wrong on synergy rows and on the other modality's
-uniqueness rows -- with the default proportions (0.55 / 0.25 / 0.2) right on 0.55 / 0.875 = 63 % of the rows that
-show it, so the classifier follows it. Such a classifier is then right on both modalities of redundancy rows,
-on exactly one of uniqueness rows and on neither of synergy rows (confidently wrong, i.e. below chance, which
-shows that neither modality alone predicts a synergy label), and MMoE's categorization (number of wrong unimodal
-predictions: 0, 1, 2) recovers the gold types. This needs redundancy to outweigh uniqueness / 2 + synergy: with
-proportions where it does not, the weak cues point the other way on most rows and categorization breaks.
+What this does to a unimodal classifier, which learns P(label | its own modality) over *all* rows: a marker is
+right on redundancy rows and on its own modality's uniqueness rows and wrong on synergy rows -- with the default
+proportions (0.55 / 0.25 / 0.2) right on 0.675 / 0.875 = 77 % of the rows that show it, so the classifier follows
+it; on the rows where its modality has no marker (the other modality's uniqueness rows) it can only guess. So it
+is right on both modalities of redundancy rows, **confidently wrong** (below chance) on both of synergy rows
+(neither modality alone predicts a synergy label), and on a uniqueness row right on the marked modality and right
+or wrong by chance on the silent one. MMoE's categorization (number of wrong unimodal predictions: 0, 1, 2) then
+finds synergy and redundancy, but puts about half of the gold uniqueness rows into redundancy: expected agreement
+with the gold types about 0.55 + 0.25 / 2 + 0.2 = 0.875, short of 0.9 by design. Forcing the silent modality to be
+wrong needs a cue in it that points to the other label; an earlier variant of this generator did exactly that (weak
+and strong cues, a weak cue for ``1 - y`` in the uncued modality of uniqueness rows) and reached a test-split
+categorization accuracy of 0.997, but the fused task became unlearnable in the demo budget (``mmoe-train --preset
+demo --seed 42``, MiniLM, caption route: baseline accuracy 0.675, MMoE 0.722, 0.0 on gold synergy rows for both;
+the baseline followed the caption colour only, 0.50 on gold uniqueness; 2 of the 3 caption-only cross-fit folds on
+train collapsed to one class, train categorization 0.653). This variant keeps the fused rule simple instead ("two
+agreeing markers + a contradiction: the other label; otherwise follow the marker(s)"): the synergy expert trains
+on (almost only) synergy rows, where the label is NOT(marker), and the router and the baseline must detect the
+contradiction.
 
 No unimodal shortcut: within every cell the pictured scene is balanced exactly across labels (and so, in
 expectation, the claim), whether claim and scene match is equally frequent for both labels, and house/tree,
@@ -52,7 +58,7 @@ marker shape and corner, phrasing and colour jitter are drawn independently of t
 exactly (up to rounding) within every interaction cell of every split.
 
 ``label_noise`` flips the label of ``round(label_noise * n)`` rows of each ``gold_cue_modality`` cell of each split
-(content and ``gold_*`` columns unchanged: cues follow the clean label). Content is drawn from a random stream
+(content and ``gold_*`` columns unchanged: markers follow the clean label). Content is drawn from a random stream
 separate from the noise stream, so the same seed with and without noise gives identical texts, captions and
 images.
 
@@ -62,7 +68,7 @@ Columns (see :func:`synthetic_features`):
 column                   feature                content
 ======================== ====================== ==========================================================
 ``id``                   ``Value("string")``    ``"synthetic-<split>-<index>"``
-``text``                 ``Value("string")``    the post, e.g. ``"oh great, what a warm sunny day lol"``
+``text``                 ``Value("string")``    the post, e.g. ``"what a warm sunny day #sarcasm"``
 ``caption``              ``Value("string")``    a caption of the image (what is drawn, never the label)
 ``image``                ``Image()``            an RGB ``image_size`` x ``image_size`` PIL image
 ``label``                ``ClassLabel``         ``0 = not_sarcastic``, ``1 = sarcastic`` (:data:`ID2LABEL`)
@@ -156,13 +162,9 @@ _CLAIMS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# Text cues: (prefixes, suffixes) per direction (1 = suggests sarcastic, 0 = suggests not sarcastic). No word of a
-# cue occurs in a claim, and weak and strong vocabularies share no word.
-_TEXT_WEAK: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    1: (("oh great,", "oh wow,"), ("lol", "haha")),
-    0: (("aww,", "yay,"), (":)", "smiling")),
-}
-_TEXT_STRONG: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
+# Text markers: (prefixes, suffixes) per direction (1 = sarcastic, 0 = not sarcastic); a marked post carries exactly
+# one of them. No word of a marker occurs in a claim.
+_TEXT_MARKERS: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
     1: (("yeah right,", "#sarcasm"), ("#sarcasm", "/s", "... not!", "said no one ever")),
     0: (("in all sincerity,", "#nofilter"), ("#sincere", "#nofilter", "and i truly mean it", "no irony, honestly")),
 }
@@ -178,7 +180,7 @@ _SCENE_PHRASES: dict[str, tuple[str, ...]] = {
 _OBJECTS: tuple[str, ...] = ("none", "house", "tree")
 _SHAPES: tuple[str, ...] = ("triangle", "square", "circle", "diamond")
 _CORNERS: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom right")
-_MARKER_COLOUR_NAMES: dict[int, str] = {1: "red", 0: "purple"}  # image cues, weak and strong alike
+_MARKER_COLOUR_NAMES: dict[int, str] = {1: "red", 0: "purple"}  # image markers
 _MARKER_RGB: dict[int, tuple[int, int, int]] = {1: (225, 25, 25), 0: (145, 35, 210)}
 
 # Scene palettes: sky, ground, accent (sun / flakes / rain / moon). None of them is near red or purple.
@@ -204,7 +206,7 @@ class SyntheticConfig:
         proportions: fraction of rows per interaction type, keys among ``"redundancy"``, ``"uniqueness"``,
             ``"synergy"`` (a missing key means 0); non-negative, summing to 1. Honoured exactly up to rounding
             (largest remainder) in every split. Default 0.55 / 0.25 / 0.2: synergy the rarest, as in real data;
-            redundancy must outweigh uniqueness / 2 + synergy for the weak cues to mean what they say.
+            redundancy + uniqueness / 2 must outweigh synergy for the markers to mean what they say.
         label_noise: fraction of labels flipped in each interaction type of each split, in ``[0, 0.5]``.
         image_size: side of the square RGB images in pixels (16 to 512; default 32).
         pixel_noise: standard deviation of the Gaussian noise added to every pixel (0 to 64; default 4.0).
@@ -408,15 +410,16 @@ def _generate_split(config: SyntheticConfig, split: str, split_index: int, size:
             for j, row in enumerate(idx):
                 cell[row] = {"scene": int(scenes[j]), "claim": int((scenes[j] + shifts[j]) % n_scenes)}
         for row, label in zip(cell, labels):
-            # Cues follow the *clean* label (label noise flips the label, never the content): a strong cue points
-            # to it, a weak cue points to it in redundancy rows and to the other label everywhere else.
-            weak = int(label) if cue == "both" else 1 - int(label)
+            # Markers follow the *clean* label (label noise flips the label, never the content): both point to it in
+            # redundancy rows, both to the other label in synergy rows; a uniqueness row has one marker, for it.
+            label = int(label)
+            both = label if cue == "both" else 1 - label
             row.update(
                 interaction=interaction,
                 cue=cue,
-                label=int(label),
-                text_cue=("strong", int(label)) if cue == "text" else ("weak", weak),
-                image_cue=("strong", int(label)) if cue == "image" else ("weak", weak),
+                label=label,
+                text_marker=None if cue == "image" else (label if cue == "text" else both),
+                image_marker=None if cue == "text" else (label if cue == "image" else both),
             )
         # Label noise: flip exactly round(noise * count) rows of this cell, from a separate stream.
         n_flip = round(config.label_noise * count)
@@ -444,38 +447,33 @@ def _render_example(rng: np.random.Generator, spec: dict[str, Any], config: Synt
     scene = SCENES[spec["scene"]]
     claim_scene = SCENES[spec["claim"]]
 
-    # Text: claim with its cue as a prefix or a suffix (+ optional neutral tag).
+    # Text: the claim with its marker (if any) as a prefix or a suffix, and an optional neutral tag.
     text = str(rng.choice(_CLAIMS[claim_scene]))
-    strength, direction = spec["text_cue"]
-    if strength == "weak":  # a tone: a prefix and a suffix
-        prefixes, suffixes = _TEXT_WEAK[direction]
-        text = f"{rng.choice(prefixes)} {text} {rng.choice(suffixes)}"
-    elif rng.random() < 0.5:  # one unmistakable phrase
-        text = f"{rng.choice(_TEXT_STRONG[direction][0])} {text}"
-    else:
-        text = f"{text} {rng.choice(_TEXT_STRONG[direction][1])}"
+    direction = spec["text_marker"]
+    if direction is not None:
+        prefixes, suffixes = _TEXT_MARKERS[direction]
+        text = f"{rng.choice(prefixes)} {text}" if rng.random() < 0.5 else f"{text} {rng.choice(suffixes)}"
     if rng.random() < 0.3:
         text = f"{text} {rng.choice(_NEUTRAL_TAGS)}"
 
-    # Image content: a weak cue is a small shape in a corner, a strong cue a thick frame around the picture.
+    # Image content: the marker (if any) is a small red or purple shape in a corner.
     obj = str(rng.choice(_OBJECTS))
-    strength, direction = spec["image_cue"]
-    shape = str(rng.choice(_SHAPES)) if strength == "weak" else "frame"
-    corner = str(rng.choice(_CORNERS)) if strength == "weak" else None
-    image = _draw_scene(rng, scene, obj, (shape, corner, direction), config.image_size, config.pixel_noise)
+    direction = spec["image_marker"]
+    marker = None
+    if direction is not None:
+        marker = (str(rng.choice(_SHAPES)), str(rng.choice(_CORNERS)), direction)
+    image = _draw_scene(rng, scene, obj, marker, config.image_size, config.pixel_noise)
 
     # Caption: what is drawn, never the label.
     caption = f"{rng.choice(_CAPTION_PREFIXES)} {rng.choice(_SCENE_PHRASES[scene])}"
     extras = []
     if obj != "none":
         extras.append(f"a small {obj}" if obj == "house" else "a tree")
-    colour = _MARKER_COLOUR_NAMES[direction]
-    if strength == "weak":
-        extras.append(f"a small {colour} {shape} in the {corner} corner")
+    if marker is not None:
+        shape, corner, _ = marker
+        extras.append(f"a small {_MARKER_COLOUR_NAMES[direction]} {shape} in the {corner} corner")
     if extras:
         caption = f"{caption} with {' and '.join(extras)}"
-    if strength == "strong":
-        caption = f"{caption}, inside a thick {colour} frame"
     return text, caption, image
 
 
@@ -487,7 +485,7 @@ def _draw_scene(
     rng: np.random.Generator,
     scene: str,
     obj: str,
-    marker: tuple[str, str | None, int],
+    marker: tuple[str, str, int] | None,
     size: int,
     pixel_noise: float,
 ) -> PILImage.Image:
@@ -498,9 +496,9 @@ def _draw_scene(
     horizon = s * rng.uniform(0.62, 0.75)
     draw.rectangle([0, horizon, s, s], fill=palette["ground"])
 
-    # Sun / moon goes on the side away from a top corner marker (a frame has no corner).
-    marker_top = marker[1] is not None and marker[1].startswith("top")
-    marker_left = marker[1] is not None and marker[1].endswith("left")
+    # Sun / moon goes on the side away from a top corner marker.
+    marker_top = marker is not None and marker[1].startswith("top")
+    marker_left = marker is not None and marker[1].endswith("left")
     if marker_top:
         cx = s * (rng.uniform(0.6, 0.8) if marker_left else rng.uniform(0.2, 0.4))
     else:
@@ -545,12 +543,9 @@ def _draw_scene(
         draw.rectangle([ox - w * 0.12, horizon - w * 0.8, ox + w * 0.12, horizon + w * 0.2], fill=trunk)
         draw.ellipse([ox - w * 0.55, horizon - w * 1.7, ox + w * 0.55, horizon - w * 0.6], fill=crown)
 
-    shape, corner, direction = marker
-    colour = _jitter(rng, _MARKER_RGB[direction], 15)
-    if shape == "frame":  # strong cue: a thick border around the whole picture
-        width = max(2, round(s * rng.uniform(0.09, 0.12)))
-        draw.rectangle([0, 0, size - 1, size - 1], outline=colour, width=width)
-    else:  # weak cue: a small shape in a corner
+    if marker is not None:  # a small shape in a corner
+        shape, corner, direction = marker
+        colour = _jitter(rng, _MARKER_RGB[direction], 15)
         m = s * rng.uniform(0.18, 0.24)
         pad = s * rng.uniform(0.03, 0.07)
         x0 = pad if corner.endswith("left") else s - pad - m
