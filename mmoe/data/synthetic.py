@@ -5,39 +5,62 @@ unique or synergistic. This generator builds a dataset where the answer is known
 categorization step, the experts and the router can be checked against ground truth.
 
 Every example is a small PIL-rendered weather scene (``sunny``, ``snowy``, ``rainy`` or ``night``; sometimes a
-house or a tree; sometimes a coloured *marker* shape in a corner), a caption of the image such as an
-image-captioning model would write ("a photo of a snowy field under a grey sky with a tree and a red triangle in
-the top left corner"), and a short post whose *claim* is about one of the four scenes ("what a warm sunny day").
-The binary label is framed like the MMoE paper's sarcasm task: ``1 = sarcastic``, ``0 = not_sarcastic``.
+house or a tree; sometimes an *image marker*), a caption of the image such as an image-captioning model would write
+("a photo of a snowy field under a grey sky with a tree and a small red triangle in the top left corner"), and a
+short post: a *claim* about one of the four scenes ("what a warm sunny day"), sometimes with a *text marker*. The
+binary label is framed like the MMoE paper's sarcasm task: ``1 = sarcastic``, ``0 = not_sarcastic``.
 
-Cues (none of them is ever written in the caption as a label word):
+A modality carries at most one marker, which *suggests* a label (direction 1 or 0); the caption names what is
+drawn, never a label word:
 
-* **text marker**: a sarcasm phrase (``"yeah right,"``, ``"#sarcasm"``, ``"/s"``, ...) implies label 1, a
-  sincerity phrase (``"honestly,"``, ``"#grateful"``, ``"for real"``, ...) implies label 0;
-* **image marker**: a *red* shape implies label 1, a *purple* shape implies label 0 (the shape -- triangle,
-  square, circle or diamond -- and the corner are random and carry no information); the caption names it;
-* **relation**: whether the post's claim contradicts the pictured scene ("what a warm sunny day" under a snowy
-  scene).
+* **text marker**: one sarcasm phrase (``"#sarcasm"``, ``"/s"``, ``"yeah right,"``, ``"said no one ever"``, ...)
+  for 1 or one sincerity phrase (``"#sincere"``, ``"#nofilter"``, ``"in all sincerity,"``, ...) for 0, at the start
+  or the end of the post;
+* **image marker**: a small red (1) or purple (0) shape in a corner -- shape (triangle, square, circle, diamond)
+  and corner random -- captioned "a small red triangle in the top left corner";
+* **relation**: whether the claim contradicts the pictured scene ("what a warm sunny day" under a snowy scene),
+  visible only with both modalities.
 
-How each interaction type is built (``gold_interaction`` / ``gold_cue_modality``):
+How each interaction type is built (``gold_interaction`` / ``gold_cue_modality``), with ``y`` the label:
 
-* ``redundancy`` / ``"both"``: the text marker AND the image marker are present and both imply the label.
-* ``uniqueness`` / ``"text"`` or ``"image"``: exactly one modality carries a marker that implies the label; the
-  other modality has no marker at all. Uniqueness rows are split half text, half image.
-* ``synergy`` / ``"relation"``: no marker anywhere; ``label = 1`` iff the claim contradicts the scene (for label 1
-  the scene is one of the three other scenes). Scenes are balanced exactly within each label, and so are the
-  three "other" scenes of label-1 rows, so every claim appears equally often (in expectation) with both labels
-  and every scene exactly equally often with both labels: the post alone, the image alone and the caption alone
-  are independent of the label; only the pair (claim, scene) decides it.
+* ``redundancy`` / ``"both"``: both modalities carry a marker for ``y``; the claim matches the scene.
+* ``uniqueness`` / ``"text"`` or ``"image"`` (half each): the named modality carries a marker for ``y``, the other
+  modality carries none; claim and scene match in exactly half of the rows of each label (the relation says
+  nothing).
+* ``synergy`` / ``"relation"``: both modalities carry a marker for ``1 - y`` and the claim contradicts the scene
+  (it is about one of the three other scenes): the contradiction inverts what the markers say.
 
-Outside synergy rows the relation carries no information: claim and scene match in exactly half of the rows of
-each label, so a model must learn *when* to use markers and when the relation. Scene, claim, house/tree, marker
-shape and corner, phrasing and colour jitter are drawn independently of the label. Labels are balanced exactly
-(up to rounding) within every interaction cell of every split.
+The rule behind every label: with one marker, the label is its direction; with two (they always agree), the label
+is their direction, inverted iff the claim contradicts the scene.
+
+What this does to a unimodal classifier, which learns P(label | its own modality) over *all* rows: a marker is
+right on redundancy rows and on its own modality's uniqueness rows and wrong on synergy rows -- with the default
+proportions (0.55 / 0.25 / 0.2) right on 0.675 / 0.875 = 77 % of the rows that show it, so the classifier follows
+it; on the rows where its modality has no marker (the other modality's uniqueness rows) it can only guess. So it
+is right on both modalities of redundancy rows, **confidently wrong** (below chance) on both of synergy rows
+(neither modality alone predicts a synergy label), and on a uniqueness row right on the marked modality and right
+or wrong by chance on the silent one. MMoE's categorization (number of wrong unimodal predictions: 0, 1, 2) then
+finds synergy and redundancy, but puts about half of the gold uniqueness rows into redundancy: expected agreement
+with the gold types about 0.55 + 0.25 / 2 + 0.2 = 0.875, short of 0.9 by design. Forcing the silent modality to be
+wrong needs a cue in it that points to the other label; an earlier variant of this generator did exactly that (weak
+and strong cues, a weak cue for ``1 - y`` in the uncued modality of uniqueness rows) and reached a test-split
+categorization accuracy of 0.997, but the fused task became unlearnable in the demo budget (``mmoe-train --preset
+demo --seed 42``, MiniLM, caption route: baseline accuracy 0.675, MMoE 0.722, 0.0 on gold synergy rows for both;
+the baseline followed the caption colour only, 0.50 on gold uniqueness; 2 of the 3 caption-only cross-fit folds on
+train collapsed to one class, train categorization 0.653). This variant keeps the fused rule simple instead ("two
+agreeing markers + a contradiction: the other label; otherwise follow the marker(s)"): the synergy expert trains
+on (almost only) synergy rows, where the label is NOT(marker), and the router and the baseline must detect the
+contradiction.
+
+No unimodal shortcut: within every cell the pictured scene is balanced exactly across labels (and so, in
+expectation, the claim), whether claim and scene match is equally frequent for both labels, and house/tree,
+marker shape and corner, phrasing and colour jitter are drawn independently of the label. Labels are balanced
+exactly (up to rounding) within every interaction cell of every split.
 
 ``label_noise`` flips the label of ``round(label_noise * n)`` rows of each ``gold_cue_modality`` cell of each split
-(content and ``gold_*`` columns unchanged). Content is drawn from a random stream separate from the noise stream,
-so the same seed with and without noise gives identical texts, captions and images.
+(content and ``gold_*`` columns unchanged: markers follow the clean label). Content is drawn from a random stream
+separate from the noise stream, so the same seed with and without noise gives identical texts, captions and
+images.
 
 Columns (see :func:`synthetic_features`):
 
@@ -45,7 +68,7 @@ Columns (see :func:`synthetic_features`):
 column                   feature                content
 ======================== ====================== ==========================================================
 ``id``                   ``Value("string")``    ``"synthetic-<split>-<index>"``
-``text``                 ``Value("string")``    the post, e.g. ``"yeah right, what a warm sunny day"``
+``text``                 ``Value("string")``    the post, e.g. ``"what a warm sunny day #sarcasm"``
 ``caption``              ``Value("string")``    a caption of the image (what is drawn, never the label)
 ``image``                ``Image()``            an RGB ``image_size`` x ``image_size`` PIL image
 ``label``                ``ClassLabel``         ``0 = not_sarcastic``, ``1 = sarcastic`` (:data:`ID2LABEL`)
@@ -104,9 +127,9 @@ LABEL2ID: dict[str, int] = {name: i for i, name in ID2LABEL.items()}
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 SCENES: tuple[str, ...] = ("sunny", "snowy", "rainy", "night")
-"""The four pictured scenes; a synergy row is sarcastic iff the post's claim is about another scene."""
+"""The four pictured scenes; a synergy row's claim is always about another scene than the pictured one."""
 
-DEFAULT_PROPORTIONS: dict[str, float] = {"redundancy": 0.5, "uniqueness": 0.35, "synergy": 0.15}
+DEFAULT_PROPORTIONS: dict[str, float] = {"redundancy": 0.55, "uniqueness": 0.25, "synergy": 0.2}
 
 # --------------------------------------------------------------------------------------------------------------
 # Vocabulary
@@ -139,10 +162,11 @@ _CLAIMS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# (prefixes, suffixes) per label: 1 = sarcasm marker, 0 = sincerity marker.
+# Text markers: (prefixes, suffixes) per direction (1 = sarcastic, 0 = not sarcastic); a marked post carries exactly
+# one of them. No word of a marker occurs in a claim.
 _TEXT_MARKERS: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    1: (("yeah right,", "oh great,", "wow, just", "sure,"), ("#sarcasm", "/s", "... not", "said no one ever")),
-    0: (("honestly,", "truly,", "no joke,", "genuinely,"), ("#grateful", "#blessed", "for real", "and i mean it")),
+    1: (("yeah right,", "#sarcasm"), ("#sarcasm", "/s", "... not!", "said no one ever")),
+    0: (("in all sincerity,", "#nofilter"), ("#sincere", "#nofilter", "and i truly mean it", "no irony, honestly")),
 }
 _NEUTRAL_TAGS: tuple[str, ...] = ("#weather", "#outside", "#today", "#mood")
 
@@ -156,7 +180,7 @@ _SCENE_PHRASES: dict[str, tuple[str, ...]] = {
 _OBJECTS: tuple[str, ...] = ("none", "house", "tree")
 _SHAPES: tuple[str, ...] = ("triangle", "square", "circle", "diamond")
 _CORNERS: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom right")
-_MARKER_COLOUR_NAMES: dict[int, str] = {1: "red", 0: "purple"}
+_MARKER_COLOUR_NAMES: dict[int, str] = {1: "red", 0: "purple"}  # image markers
 _MARKER_RGB: dict[int, tuple[int, int, int]] = {1: (225, 25, 25), 0: (145, 35, 210)}
 
 # Scene palettes: sky, ground, accent (sun / flakes / rain / moon). None of them is near red or purple.
@@ -181,7 +205,8 @@ class SyntheticConfig:
         num_train, num_validation, num_test: number of rows of each split (positive integers).
         proportions: fraction of rows per interaction type, keys among ``"redundancy"``, ``"uniqueness"``,
             ``"synergy"`` (a missing key means 0); non-negative, summing to 1. Honoured exactly up to rounding
-            (largest remainder) in every split. Default: synergy rare, as in real data (0.5 / 0.35 / 0.15).
+            (largest remainder) in every split. Default 0.55 / 0.25 / 0.2: synergy the rarest, as in real data;
+            redundancy + uniqueness / 2 must outweigh synergy for the markers to mean what they say.
         label_noise: fraction of labels flipped in each interaction type of each split, in ``[0, 0.5]``.
         image_size: side of the square RGB images in pixels (16 to 512; default 32).
         pixel_noise: standard deviation of the Gaussian noise added to every pixel (0 to 64; default 4.0).
@@ -372,10 +397,12 @@ def _generate_split(config: SyntheticConfig, split: str, split_index: int, size:
             idx = np.flatnonzero(labels == label)
             scenes = _balanced(rng, len(idx), n_scenes)
             if cue == "relation":
-                # Label 0: the claim is about the pictured scene; label 1: about one of the other scenes.
-                # Scenes balanced within each label => the image (and caption) is independent of the label;
-                # claims are then balanced in expectation too (the shift is balanced over the other scenes).
-                shifts = _balanced(rng, len(idx), n_scenes - 1) + 1 if label == 1 else np.zeros(len(idx), int)
+                # The claim contradicts the pictured scene: it is about one of the three other scenes. Scenes
+                # balanced within each label => the image (and caption) is independent of the label; claims are
+                # then balanced in expectation too (the shift is balanced over the other scenes).
+                shifts = _balanced(rng, len(idx), n_scenes - 1) + 1
+            elif cue == "both":
+                shifts = np.zeros(len(idx), int)  # the claim matches the pictured scene
             else:
                 # Relation uninformative: match in exactly half of the rows of each label.
                 matches = _balanced(rng, len(idx), 2).astype(bool)
@@ -383,13 +410,16 @@ def _generate_split(config: SyntheticConfig, split: str, split_index: int, size:
             for j, row in enumerate(idx):
                 cell[row] = {"scene": int(scenes[j]), "claim": int((scenes[j] + shifts[j]) % n_scenes)}
         for row, label in zip(cell, labels):
+            # Markers follow the *clean* label (label noise flips the label, never the content): both point to it in
+            # redundancy rows, both to the other label in synergy rows; a uniqueness row has one marker, for it.
+            label = int(label)
+            both = label if cue == "both" else 1 - label
             row.update(
                 interaction=interaction,
                 cue=cue,
-                label=int(label),
-                polarity=int(label),  # the clean label: what the markers imply; noise never changes content
-                text_marker=cue in ("both", "text"),
-                image_marker=cue in ("both", "image"),
+                label=label,
+                text_marker=None if cue == "image" else (label if cue == "text" else both),
+                image_marker=None if cue == "text" else (label if cue == "image" else both),
             )
         # Label noise: flip exactly round(noise * count) rows of this cell, from a separate stream.
         n_flip = round(config.label_noise * count)
@@ -414,27 +444,24 @@ def _generate_split(config: SyntheticConfig, split: str, split_index: int, size:
 
 
 def _render_example(rng: np.random.Generator, spec: dict[str, Any], config: SyntheticConfig):
-    # Markers follow the *clean* label: label noise flips the label, never the content.
-    polarity = spec["polarity"]
     scene = SCENES[spec["scene"]]
     claim_scene = SCENES[spec["claim"]]
 
-    # Text: claim (+ marker as prefix or suffix) (+ optional neutral tag).
+    # Text: the claim with its marker (if any) as a prefix or a suffix, and an optional neutral tag.
     text = str(rng.choice(_CLAIMS[claim_scene]))
-    if spec["text_marker"]:
-        prefixes, suffixes = _TEXT_MARKERS[polarity]
-        if rng.random() < 0.5:
-            text = f"{rng.choice(prefixes)} {text}"
-        else:
-            text = f"{text} {rng.choice(suffixes)}"
+    direction = spec["text_marker"]
+    if direction is not None:
+        prefixes, suffixes = _TEXT_MARKERS[direction]
+        text = f"{rng.choice(prefixes)} {text}" if rng.random() < 0.5 else f"{text} {rng.choice(suffixes)}"
     if rng.random() < 0.3:
         text = f"{text} {rng.choice(_NEUTRAL_TAGS)}"
 
-    # Image content.
+    # Image content: the marker (if any) is a small red or purple shape in a corner.
     obj = str(rng.choice(_OBJECTS))
+    direction = spec["image_marker"]
     marker = None
-    if spec["image_marker"]:
-        marker = (str(rng.choice(_SHAPES)), str(rng.choice(_CORNERS)), polarity)
+    if direction is not None:
+        marker = (str(rng.choice(_SHAPES)), str(rng.choice(_CORNERS)), direction)
     image = _draw_scene(rng, scene, obj, marker, config.image_size, config.pixel_noise)
 
     # Caption: what is drawn, never the label.
@@ -443,8 +470,8 @@ def _render_example(rng: np.random.Generator, spec: dict[str, Any], config: Synt
     if obj != "none":
         extras.append(f"a small {obj}" if obj == "house" else "a tree")
     if marker is not None:
-        shape, corner, colour = marker
-        extras.append(f"a {_MARKER_COLOUR_NAMES[colour]} {shape} in the {corner} corner")
+        shape, corner, _ = marker
+        extras.append(f"a small {_MARKER_COLOUR_NAMES[direction]} {shape} in the {corner} corner")
     if extras:
         caption = f"{caption} with {' and '.join(extras)}"
     return text, caption, image
@@ -469,7 +496,7 @@ def _draw_scene(
     horizon = s * rng.uniform(0.62, 0.75)
     draw.rectangle([0, horizon, s, s], fill=palette["ground"])
 
-    # Sun / moon goes on the side away from a top marker.
+    # Sun / moon goes on the side away from a top corner marker.
     marker_top = marker is not None and marker[1].startswith("top")
     marker_left = marker is not None and marker[1].endswith("left")
     if marker_top:
@@ -516,13 +543,13 @@ def _draw_scene(
         draw.rectangle([ox - w * 0.12, horizon - w * 0.8, ox + w * 0.12, horizon + w * 0.2], fill=trunk)
         draw.ellipse([ox - w * 0.55, horizon - w * 1.7, ox + w * 0.55, horizon - w * 0.6], fill=crown)
 
-    if marker is not None:
-        shape, corner, polarity = marker
-        m = s * rng.uniform(0.26, 0.34)
-        pad = s * rng.uniform(0.02, 0.06)
+    if marker is not None:  # a small shape in a corner
+        shape, corner, direction = marker
+        colour = _jitter(rng, _MARKER_RGB[direction], 15)
+        m = s * rng.uniform(0.18, 0.24)
+        pad = s * rng.uniform(0.03, 0.07)
         x0 = pad if corner.endswith("left") else s - pad - m
         y0 = pad if corner.startswith("top") else s - pad - m
-        colour = _jitter(rng, _MARKER_RGB[polarity], 15)
         box = [x0, y0, x0 + m, y0 + m]
         if shape == "square":
             draw.rectangle(box, fill=colour)
