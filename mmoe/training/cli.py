@@ -39,8 +39,8 @@ PRESETS: dict[str, list[str]] = {
         "--synthetic_num_train", "1200", "--synthetic_num_validation", "300", "--synthetic_num_test", "600",
         "--max_length", "48", "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128",
         "--learning_rate", "5e-4", "--num_train_epochs", "3", "--expert_num_train_epochs", "3",
-        "--router_num_train_epochs", "6", "--unimodal_num_train_epochs", "2", "--num_folds", "3",
-        "--lora_r", "16", "--logging_steps", "20",
+        "--expert_min_steps", "60", "--router_num_train_epochs", "6", "--unimodal_num_train_epochs", "2",
+        "--num_folds", "3", "--lora_r", "16", "--logging_steps", "20",
     ],
     # Image route: a small ViLT built from a config (random weights, LoRA experts) reads the rendered images and
     # the texts; the unimodal predictors that categorize the data are MiniLM classifiers on text and caption.
