@@ -82,7 +82,7 @@ def test_synthetic_block(tmp_path, monkeypatch):
     namespace, _ = _run(_block(RUN["synthetic"]), tmp_path, monkeypatch)
     ds = namespace["ds"]
     assert {name: len(split) for name, split in ds.items()} == {"train": 1200, "validation": 300, "test": 600}
-    assert ds["train"]["gold_interaction"].count("synergy") == 180  # 15 % of 1200, as the README promises
+    assert ds["train"]["gold_interaction"].count("synergy") == 240  # 20 % of 1200, as the README promises
 
 
 def test_categorize_block_prints_the_counts_it_shows(tmp_path, monkeypatch):
