@@ -53,9 +53,10 @@ def run_seed(root: Path, seed: int, train_args: list[str], interaction_router: b
 
 def rows_of(results: dict[str, dict[str, Any]], seed: int) -> list[dict[str, Any]]:
     mmoe = results["mmoe"]
-    systems = {"baseline": (mmoe, "baseline"), "mmoe": (mmoe, "mmoe"), "i2moe": (results["i2moe"], "mmoe")}
-    if "mmoe-interaction" in results:
-        systems["mmoe_interaction"] = (results["mmoe-interaction"], "mmoe")
+    systems = {"baseline": (mmoe, "baseline"), "mmoe": (mmoe, "mmoe")}
+    for name, system in (("i2moe", "i2moe"), ("mmoe-interaction", "mmoe_interaction")):
+        if name in results:  # with --report_only, a seed may lack a finished run of these
+            systems[system] = (results[name], "mmoe")
     rows = []
     for system, (source, key) in systems.items():
         row = {"seed": seed, "system": system, "split": source["split"],
