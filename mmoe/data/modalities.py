@@ -189,7 +189,11 @@ class ModalityCollator(_ModalitySpans, MMoECollator):
         return self.tokenizer
 
     def _encode(self, rows: Sequence[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[str]]:
-        return super()._encode([self._fit_fields(row) for row in rows])
+        if self.max_length is not None:  # one batched length check; only the rows that overflow are cut
+            texts = [format_with_spans(row, self.text_template, self.modalities)[0] for row in rows]
+            lengths = [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
+            rows = [self._fit_fields(row) if n > self.max_length else row for row, n in zip(rows, lengths)]
+        return super()._encode(rows)
 
     def _fit_fields(self, row: dict[str, Any], rounds: int = 4) -> dict[str, Any]:
         """``row`` with its modality columns cut, longest first, until the filled template fits ``max_length``.
