@@ -414,6 +414,7 @@ class MMoEPreTrainedModel(PreTrainedModel):
             return super().push_to_hub(repo_id, **{**kwargs, "tags": tags or []})
         return self.hub_publisher(self, repo_id, **kwargs)
 
+
 def _adapter_parameters(entry: nn.Module | nn.Parameter) -> list[nn.Parameter]:
     return [entry] if isinstance(entry, nn.Parameter) else list(entry.parameters())
 

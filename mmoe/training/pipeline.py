@@ -324,9 +324,10 @@ def _check_modalities(ctx: PipelineContext, dataset: DatasetDict) -> None:
     truncation: checked on the text alone, before any training (exit 2 with the rows to fix)."""
     if ctx.method != I2MOE:
         return
+    collator = ctx.modality_collator()
     for name, split in dataset.items():
         try:
-            ctx.modality_collator().check_rows(split, name)
+            collator.check_rows(split, name)
         except ValueError as error:
             raise ArgumentsError([f"--method i2moe: {error}"]) from None
 
