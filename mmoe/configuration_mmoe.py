@@ -20,7 +20,9 @@ FUSION_METHODS: tuple[str, ...] = ("average", "max", "prior", "router", "oracle"
 
 POOLING_METHODS: tuple[str, ...] = ("auto", "first", "last", "mean")
 
-ROUTER_INPUTS: tuple[str, ...] = ("backbone", "experts")
+ROUTER_INPUTS: tuple[str, ...] = ("backbone", "experts", "adapter")
+ROUTER_ADAPTER = "router_adapter"
+"""Name of the router's own LoRA adapter (``router_input="adapter"``); no expert may take it."""
 """What the router reads: the adapter-free pooled state, or the experts' pooled states."""
 
 METHODS: tuple[str, ...] = ("mmoe", "i2moe")
@@ -92,7 +94,9 @@ class MMoEConfig(PreTrainedConfig):
         router_dropout (`float`): dropout inside the router MLP.
         router_input (`str`, defaults to ``"backbone"``): what the router reads: ``"backbone"``, the adapter-free
             pooled state ``[B, H]`` (the paper's router; one extra backbone pass per input), or ``"experts"``, the
-            experts' pooled states side by side ``[B, E * H]`` (no backbone pass of its own).
+            experts' pooled states side by side ``[B, E * H]`` (no backbone pass of its own), or ``"adapter"``, the
+            pooled state ``[B, H]`` of a LoRA adapter of the router's own (named ``"router_adapter"``), trained with
+            the router so that it can learn features no expert needed (one extra backbone pass per input).
         router_focal_gamma, router_focal_alpha: focal loss of the router (paper: gamma=2, alpha=1).
         fusion (`str`, defaults to ``"router"``): default fusion rule of ``forward``; one of
             ``"average"``, ``"max"``, ``"prior"``, ``"router"``, ``"oracle"``.
@@ -205,7 +209,7 @@ class MMoEConfig(PreTrainedConfig):
             )
         if len(set(self.experts)) != len(self.experts) or not self.experts:
             raise ValueError(f"MMoEConfig: `experts` must be a non-empty list of unique names, got {self.experts}.")
-        reserved = {"router", "__base__"} & set(self.experts)
+        reserved = {"router", "__base__", ROUTER_ADAPTER} & set(self.experts)
         if reserved:
             raise ValueError(f"MMoEConfig: expert names {sorted(reserved)} are reserved; rename them.")
         if self.fusion not in FUSION_METHODS:

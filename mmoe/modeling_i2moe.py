@@ -105,6 +105,7 @@ class I2MoEModel(MMoEModel):
     backbone with its ``n + 2`` expert adapters and the pooling."""
 
     config_class = I2MoEConfig
+    _router_adapter_allowed = False
 
 
 class I2MoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):

@@ -49,7 +49,7 @@ from .backbone_utils import (
     resolve_hidden_size,
     resolve_pooling,
 )
-from .configuration_mmoe import MMoEConfig
+from .configuration_mmoe import ROUTER_ADAPTER, MMoEConfig
 from .fused_lora import install_fused_lora
 from .fusion import fuse
 from .losses import fused_nll_loss
@@ -445,10 +445,12 @@ class MMoEModel(MMoEPreTrainedModel):
         backbone: a peft ``PeftModel`` wrapping the ``AutoModel`` backbone, with one LoRA adapter per expert (named
             as in ``config.experts``). State-dict keys start with ``backbone.base_model.model.``.
         experts: the expert names, in the order of ``expert_hidden_states``.
+        router_adapter: ``"router_adapter"`` when ``config.router_input == "adapter"`` (the router's own LoRA
+            adapter, held by ``backbone`` beside the experts'), else ``None``.
         hidden_size: ``H``, the width of the pooled states.
 
-    ``forward`` returns :class:`MMoEModelOutput`: every expert's pooled state ``[B, E, H]`` and the adapter-free
-    pooled state ``[B, H]`` (the router's input).
+    ``forward`` returns :class:`MMoEModelOutput`: every expert's pooled state ``[B, E, H]`` and the router pass's
+    pooled state ``[B, H]``: adapter-free, or through the router's adapter when there is one.
 
     Precision: ``from_pretrained(..., dtype=torch.bfloat16)`` (or a bf16/fp16 backbone given to
     :meth:`from_backbone`) puts the frozen backbone in that dtype while the LoRA adapters stay float32, as peft's
@@ -457,6 +459,8 @@ class MMoEModel(MMoEPreTrainedModel):
 
     # A classifier checkpoint loaded as the base model: its heads and router are not part of this model.
     _keys_to_ignore_on_load_unexpected = [r"^expert_heads\.", r"^router\."]
+    # I2MoE's reweighting model reads the experts' passes; it has no router and no router adapter.
+    _router_adapter_allowed: ClassVar[bool] = True
 
     def __init__(self, config: MMoEConfig, backbone: PreTrainedModel | None = None) -> None:
         super().__init__(config)
@@ -466,18 +470,25 @@ class MMoEModel(MMoEPreTrainedModel):
         self.hidden_size = resolve_hidden_size(config.backbone_config, config.backbone_hidden_size)
         self.pooling = resolve_pooling(config.pooling, config.backbone_config)
         self.experts = list(config.experts)
+        # The router's own adapter (router_input="adapter") lives beside the experts' and replaces the adapter-free
+        # pass; it is no expert: it has no head and is trained with the router.
+        self.router_adapter = (
+            ROUTER_ADAPTER if self._router_adapter_allowed and getattr(config, "router_input", None) == "adapter"
+            else None
+        )
+        self.adapter_names = self.experts + ([self.router_adapter] if self.router_adapter else [])
         # A backbone takes images iff its forward names `pixel_values` (ViLT, LLaVA, BLIP-2; not BERT/Qwen2).
         self._takes_images = "pixel_values" in inspect.signature(backbone.forward).parameters
         self._language_model_states = needs_language_model_hidden_states(config.backbone_config)
 
         try:
-            lora_configs = {name: self.expert_lora_config(name) for name in self.experts}
+            lora_configs = {name: self.expert_lora_config(name) for name in self.adapter_names}
             first = self.experts[0]
             with warnings.catch_warnings():
                 # peft reads transformers' deprecated `is_gradient_checkpointing` alias.
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
                 self.backbone = PeftModel(backbone, lora_configs[first], adapter_name=first)
-            for name in self.experts[1:]:
+            for name in self.adapter_names[1:]:
                 self.backbone.add_adapter(name, lora_configs[name])
         except ValueError as error:
             raise ValueError(
@@ -492,11 +503,11 @@ class MMoEModel(MMoEPreTrainedModel):
             setattr(self, flag, getattr(backbone, flag, False))
         self._active_adapters: tuple[str, ...] | None = None
         # Fused expert passes (one base matmul + one batched LoRA product per layer); None when not covered.
-        self._fused_plan = install_fused_lora(self.backbone, self.experts)
+        self._fused_plan = install_fused_lora(self.backbone, self.adapter_names)
         self.post_init()
 
     def expert_lora_config(self, expert: str) -> LoraConfig:
-        """The peft ``LoraConfig`` of one expert's adapter (the same for every expert)."""
+        """The peft ``LoraConfig`` of one expert's adapter (the same for every expert and the router's adapter)."""
         config = self.config
         target_modules = config.lora_target_modules or default_lora_target_modules(config.backbone_config)
         if isinstance(target_modules, list):
@@ -523,16 +534,21 @@ class MMoEModel(MMoEPreTrainedModel):
         if expert not in self.experts:
             raise ValueError(f"Unknown expert {expert!r}; this model has experts {self.experts}.")
 
+    def _check_adapter(self, adapter: str) -> None:
+        if adapter not in self.adapter_names:
+            raise ValueError(f"Unknown adapter {adapter!r}; this model has adapters {self.adapter_names}.")
+
     def adapter_state_dict(self, expert: str) -> dict[str, torch.Tensor]:
-        """One expert's LoRA weights in peft's format (``get_peft_model_state_dict``: keys
-        ``base_model.model.<module>.lora_A.weight``, no adapter name), as ``adapter_model.safetensors`` holds them."""
-        self._check_expert(expert)
+        """One adapter's LoRA weights (an expert's, or ``router_adapter``) in peft's format
+        (``get_peft_model_state_dict``: keys ``base_model.model.<module>.lora_A.weight``, no adapter name), as
+        ``adapter_model.safetensors`` holds them."""
+        self._check_adapter(expert)
         return get_peft_model_state_dict(self.backbone, adapter_name=expert, save_embedding_layers=False)
 
     def load_adapter_state_dict(self, adapter_state: dict[str, torch.Tensor], expert: str) -> None:
         """Load peft-format LoRA weights (:meth:`adapter_state_dict`, an ``adapter_model.safetensors``) into
         ``expert``'s adapter (``set_peft_model_state_dict``); raises ``ValueError`` when they do not fit."""
-        self._check_expert(expert)
+        self._check_adapter(expert)
         expected = set(self.adapter_state_dict(expert))
         if set(adapter_state) != expected:
             missing, unexpected = sorted(expected - set(adapter_state)), sorted(set(adapter_state) - expected)
@@ -544,19 +560,20 @@ class MMoEModel(MMoEPreTrainedModel):
         self._active_adapters = None
 
     def save_experts(self, save_directory: str | os.PathLike) -> None:
-        """Write every expert as a peft adapter folder ``<save_directory>/<expert>/`` (``adapter_config.json`` +
-        ``adapter_model.safetensors``), loadable with ``PeftModel.from_pretrained(backbone, <that folder>)``."""
+        """Write every expert (and the router's adapter, if any) as a peft adapter folder
+        ``<save_directory>/<name>/`` (``adapter_config.json`` + ``adapter_model.safetensors``), loadable with
+        ``PeftModel.from_pretrained(backbone, <that folder>)``."""
         # The adapters name the backbone the way the config references it (a Hub id), not a local snapshot path.
         if self.config.backbone_name_or_path:
-            for expert in self.experts:
-                self.backbone.peft_config[expert].base_model_name_or_path = self.config.backbone_name_or_path
+            for name in self.adapter_names:
+                self.backbone.peft_config[name].base_model_name_or_path = self.config.backbone_name_or_path
         # peft's own writer: a non-default adapter goes to `<save_directory>/<adapter name>/`.
-        self.backbone.save_pretrained(str(save_directory), selected_adapters=list(self.experts))
+        self.backbone.save_pretrained(str(save_directory), selected_adapters=list(self.adapter_names))
 
     def load_experts(self, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None,
                      **hub_kwargs: Any) -> None:
-        """Load every expert's adapter from ``<folder or repo>/<expert>/adapter_model.safetensors``."""
-        for expert in self.experts:
+        """Load every expert's adapter (and the router's) from ``<folder or repo>/<name>/adapter_model.safetensors``."""
+        for expert in self.adapter_names:
             where = f"{subfolder}/{expert}" if subfolder else expert
             try:
                 # transformers' resolver (local folder, Hub cache, download); peft's `load_peft_weights` repeats the
@@ -753,7 +770,8 @@ class MMoEModel(MMoEPreTrainedModel):
                 (``pixel_values`` ``[B, 3, height, width]``). A text backbone given ``pixel_values``, or a
                 vision-language backbone given none, raises ``ValueError``.
             experts: the experts to run (default: all of ``config.experts``, in that order).
-            output_pooled_output: also run the adapter-free pass (``pooled_output``).
+            output_pooled_output: also run the router's pass (``pooled_output``): adapter-free, or through
+                ``router_adapter`` when the model has one.
             return_dict: ``False`` returns ``output.to_tuple()`` (default ``config.return_dict``).
 
         Returns:
@@ -775,7 +793,7 @@ class MMoEModel(MMoEPreTrainedModel):
         experts = list(self.experts if experts is None else experts)
         for expert in experts:
             self._check_expert(expert)
-        names = experts + ([_BASE] if output_pooled_output else [])
+        names = experts + ([self.router_adapter or _BASE] if output_pooled_output else [])
         fused = self.config.batched_experts and getattr(self.config, "fused_experts", True) and self._fused_plan
         if self.training and len(names) > 1 and not fused and self._checkpointing():
             # Recomputation during backward would run with whichever adapter was activated last.
@@ -923,7 +941,8 @@ class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
     Attributes:
         mmoe: :class:`MMoEModel`, the backbone with one LoRA adapter per expert, and the pooling.
         expert_heads: ``ModuleDict`` expert name -> :class:`MMoEClassificationHead`.
-        router: :class:`MMoERouter`, fed the adapter-free pooled state.
+        router: :class:`MMoERouter`, fed the adapter-free pooled state, the experts' pooled states or the pooled
+            state of the router's own adapter (``config.router_input``).
 
     State-dict keys: ``mmoe.backbone.base_model.model.<backbone module>...`` (adapters: ``...lora_A.<expert>...``),
     ``expert_heads.<expert>.out_proj.*``, ``router.net.*``.
@@ -951,8 +970,9 @@ class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
             {name: MMoEClassificationHead(self.hidden_size, config.num_labels, config.classifier_dropout)
              for name in self.experts}
         )
-        # The router reads the adapter-free pooled state [B, H], or (router_input="experts") the experts' pooled
-        # states side by side [B, E * H], which needs no backbone pass of its own.
+        # The router reads the adapter-free pooled state [B, H], (router_input="experts") the experts' pooled states
+        # side by side [B, E * H], which needs no backbone pass of its own, or (router_input="adapter") the pooled
+        # state [B, H] of its own LoRA adapter, which can learn what no expert needed (a relation between modalities).
         router_width = self.hidden_size * (len(self.experts) if self._router_reads_experts else 1)
         self.router = MMoERouter(router_width, len(self.experts), config.router_hidden_size, config.router_dropout)
         # from_pretrained(dtype=bf16/fp16) builds the model under that default dtype; the heads and the router stay
@@ -975,14 +995,22 @@ class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
         return self
 
     def train_router(self) -> MMoEForSequenceClassification:
-        """Make only the router trainable; ``forward`` keeps running the full mixture (``logits`` ``[B, C]``).
+        """Make only the router (and the router's own adapter, if any) trainable; ``forward`` keeps running the full
+        mixture (``logits`` ``[B, C]``).
 
-        The router is trained as an interaction classifier on the features of :meth:`router_features` (the
-        pipeline caches them and trains ``router`` with a focal loss, see ``mmoe.losses.focal_loss``).
+        The pipeline trains the router on the features of :meth:`router_features`, cached, or, with the router's own
+        adapter, on :meth:`router_scores` (see ``mmoe.training.pipeline``).
         """
         self.training_target = None
-        self._set_trainable({name for name, _ in self.named_parameters() if name.startswith("router.")})
+        self._set_trainable(set(self.router_parameter_names()))
         return self
+
+    def router_parameter_names(self) -> list[str]:
+        """Names of the router's parameters: ``router.*`` and the LoRA weights of its own adapter, if any."""
+        adapter = self.mmoe.router_adapter
+        own_adapter = rf"|(^|\.)lora_[A-Za-z_]+\.{re.escape(adapter)}(\.|$)" if adapter else ""
+        pattern = re.compile(rf"^router\.{own_adapter}")
+        return [name for name, _ in self.named_parameters() if pattern.search(name)]
 
     def train_mixture(self) -> MMoEForSequenceClassification:
         """Back to the full mixture: every adapter, head and the router trainable, the backbone frozen."""
@@ -1010,16 +1038,27 @@ class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
 
     @torch.no_grad()
     def router_features(self, **inputs: Any) -> torch.Tensor:
-        """The router's input: the adapter-free backbone pass, pooled, ``[B, H]`` (``MMoEModel``'s
-        ``pooled_output``), or with ``config.router_input="experts"`` every expert's pooled state, ``[B, E * H]``.
+        """The router's input: its own backbone pass (adapter-free, or through the router's adapter), pooled,
+        ``[B, H]`` (``MMoEModel``'s ``pooled_output``), or with ``config.router_input="experts"`` every expert's pooled
+        state, ``[B, E * H]``; without gradients.
 
-        The backbone is frozen and the experts are trained before the router, so these features are constant while
-        the router trains: the pipeline computes them once and trains the router head on the cached matrix.
+        The backbone is frozen and the experts are trained before the router, so without a router adapter these
+        features are constant while the router trains: the pipeline computes them once and trains the router head on
+        the cached matrix.
         """
         reads_experts = self._router_reads_experts
         states = self.mmoe(**inputs, experts=None if reads_experts else [], output_pooled_output=not reads_experts,
                            return_dict=True)
         return self.router_inputs(states)
+
+    def router_scores(self, **inputs: Any) -> torch.Tensor:
+        """The router's scores ``[B, E]`` from its own backbone pass (adapter-free, or through the router's adapter),
+        with gradients: what trains the router's adapter. Not for ``router_input="experts"``, which has no pass of
+        its own (use :meth:`router_features`)."""
+        if self._router_reads_experts:
+            raise ValueError("router_scores needs the router's own backbone pass; router_input='experts' has none.")
+        states = self.mmoe(**inputs, experts=[], output_pooled_output=True, return_dict=True)
+        return self.router(states.pooled_output)
 
     def forward(
         self,

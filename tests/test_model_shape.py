@@ -198,6 +198,29 @@ def test_referenced_layout_reloads_in_process_from_the_hub_cache(referenced, hub
     torch.testing.assert_close(bf16(**batch).logits.exp(), model(**batch).logits.exp(), atol=0.05, rtol=0)
 
 
+def test_referenced_layout_saves_and_publishes_the_router_adapter(hub_cache, tmp_path):
+    """With router_input="adapter", the router's LoRA adapter is a peft folder like the experts': saved, listed
+    for upload, and loaded back, so the reloaded mixture routes exactly as the saved one."""
+    from mmoe.configuration_mmoe import ROUTER_ADAPTER
+    from mmoe.hub_cards.publish import expert_adapter_files
+
+    backbone_dir = hub_cache / ("models--" + BACKBONE_ID.replace("/", "--")) / "snapshots" / COMMIT
+    model = _model(backbone_dir, lora_r=2, lora_alpha=4, router_hidden_size=8, router_input="adapter")
+    model.config.backbone_name_or_path = BACKBONE_ID
+    model.save_pretrained(tmp_path)
+    assert {p.name for p in (tmp_path / ROUTER_ADAPTER).iterdir()} == {"adapter_config.json",
+                                                                      "adapter_model.safetensors"}
+    assert not any(ROUTER_ADAPTER in key for key in load_file(str(tmp_path / "model.safetensors")))
+    listed = expert_adapter_files(tmp_path)
+    assert f"{ROUTER_ADAPTER}/adapter_model.safetensors" in listed and len(listed) == 2 * (len(model.experts) + 1)
+    again = MMoEForSequenceClassification.from_pretrained(tmp_path, cache_dir=str(hub_cache), local_files_only=True)
+    batch = _batch()
+    with torch.no_grad():
+        out, expected = again.eval()(**batch), model(**batch)
+    torch.testing.assert_close(out.router_weights, expected.router_weights)
+    torch.testing.assert_close(out.logits, expected.logits)
+
+
 def test_expert_folders_load_with_peft(referenced, hub_cache):
     """Each expert folder is a plain peft adapter: on a fresh backbone it gives the mixture's expert states."""
     model, folder = referenced

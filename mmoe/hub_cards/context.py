@@ -43,10 +43,18 @@ def unused_by_i2moe(option: str) -> bool:
     return option.startswith("router_") or option in MMOE_ONLY_OPTIONS
 
 
+def router_reads(router_input: str | None, noun: str) -> str:
+    """What the router reads, in words, for ``config.router_input``."""
+    if router_input == "experts":
+        return "the experts' pooled states"
+    if router_input == "adapter":
+        return f"the pooled {noun} of a LoRA adapter of its own, trained with it"
+    return f"the backbone's adapter-free pooled {noun}"
+
+
 def router_procedure(data: MMoEModelCardData) -> str:
     """How the router was trained, for the card's "Training procedure" (from the config and the run's options)."""
-    reads = ("the experts' pooled states" if data.config.get("router_input") == "experts"
-             else "the backbone's adapter-free pooled representation")
+    reads = router_reads(data.config.get("router_input"), "representation")
     if data.hyperparameters.get("router_objective") == "mixture":
         return (f"an MLP on {reads}, trained for the fused prediction itself (negative log-likelihood of the "
                 "weighted expert probabilities, experts frozen) and selected by the fused validation macro-F1.")
@@ -146,9 +154,7 @@ def model_details_rows(data: MMoEModelCardData) -> list[list[str]]:
     router_hidden = config.get("router_hidden_size")
     router = "linear layer" if router_hidden == 0 else (f"MLP, hidden size {router_hidden}" if router_hidden else None)
     if router:
-        reads = ("the experts' pooled states" if config.get("router_input") == "experts"
-                 else "the backbone's adapter-free pooled state")
-        router += f" reading {reads}"
+        router += f" reading {router_reads(config.get('router_input'), 'state')}"
         if data.hyperparameters.get("router_objective") == "mixture":
             router += "; trained for the fused prediction (NLL, experts frozen)"
         elif config.get("router_focal_gamma") is not None:

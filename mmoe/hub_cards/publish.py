@@ -21,6 +21,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitInfo, HfApi
 
+from ..configuration_mmoe import ROUTER_ADAPTER
 from ..hub_utils import COMPANION_FILES, DEFAULT_COMMIT_MESSAGE, commit_folder
 from .card_data import CONFIG_FILE, MMoEModelCardData
 from .model_card import CARD_FILE, is_generated_card, write_model_card
@@ -118,8 +119,9 @@ _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 def expert_adapter_files(output_dir: str | Path) -> list[str]:
     """``<expert>/adapter_config.json`` and ``<expert>/adapter_model.safetensors`` of every expert named in the
-    folder's ``config.json``, when the model was saved with a referenced backbone (``save_backbone: false``): those
-    peft adapter folders hold the experts' weights, so they travel with the root files."""
+    folder's ``config.json`` (and of the router's own adapter, ``router_adapter/``, for an MMoE model with
+    ``router_input: "adapter"``), when the model was saved with a referenced backbone (``save_backbone: false``):
+    those peft adapter folders hold the LoRA weights, so they travel with the root files."""
     folder = Path(output_dir)
     try:
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
@@ -127,11 +129,14 @@ def expert_adapter_files(output_dir: str | Path) -> list[str]:
         return []
     if config.get("save_backbone") is not False:
         return []
-    files = [f"{expert}/{name}" for expert in config.get("experts") or [] for name in _ADAPTER_FILES]
+    adapters = list(config.get("experts") or [])
+    if config.get("model_type") == "mmoe" and config.get("router_input") == "adapter":
+        adapters.append(ROUTER_ADAPTER)
+    files = [f"{adapter}/{name}" for adapter in adapters for name in _ADAPTER_FILES]
     missing = [name for name in files if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{folder} references its backbone (save_backbone: false) but lacks expert adapter files {missing}; "
+            f"{folder} references its backbone (save_backbone: false) but lacks adapter files {missing}; "
             "save the model again with save_pretrained."
         )
     return files

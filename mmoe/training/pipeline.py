@@ -405,7 +405,18 @@ def _train_part(
     (``part`` = "i2moe"); keep the best epoch."""
     is_router = part == "router"
     objective = ctx.model_args.router_objective
-    if is_router:
+    if is_router and model.mmoe.router_adapter:
+        # The router's own adapter trains with the router head, so its features change every step: only the frozen
+        # experts' logits (mixture objective) are cached, and each step runs the backbone once, through that adapter.
+        trained = RouterAdapterModule(model, objective)
+        if objective == "mixture":
+            train, evaluation = (_with_expert_logits(ctx, model, split, stage_dir) if split is not None else None
+                                 for split in (train, evaluation))
+        router_names = set(model.train_router().router_parameter_names())
+        get_state = lambda: {k: v for k, v in model.state_dict().items() if k in router_names}  # noqa: E731
+        set_state = lambda s: model.load_state_dict(s, strict=False)  # noqa: E731
+        metric, collator = "macro_f1", WithExpertLogits(ctx.collator(interactions=True))
+    elif is_router:
         # The router reads frozen features (and, for the mixture objective, frozen expert logits): compute them
         # once, then train only the head.
         trained: nn.Module = RouterHeadModule(model, objective)
@@ -434,7 +445,8 @@ def _train_part(
         label_names=["interaction_labels"] if is_router and objective == "interaction" else ["labels"],
         eval_strategy="epoch" if evaluation is not None else "no",
         seed=ctx.seed,
-        # The router head on cached features is a small MLP: nothing to checkpoint.
+        # The router head on cached features is a small MLP: nothing to checkpoint. The router's adapter runs one
+        # adapter's pass per step, lighter than an expert's training step, which runs without checkpointing too.
         gradient_checkpointing=False if is_router else None,
     )
     trainer = Trainer(
@@ -516,7 +528,17 @@ class RouterHeadModule(nn.Module):
         expert_logits: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> dict[str, Any]:
-        scores = self.router(features)  # the router casts its input to its own (float32) dtype
+        # the router casts its input to its own (float32) dtype
+        return self.objective_outputs(self.router(features), interaction_labels, expert_logits, labels)
+
+    def objective_outputs(
+        self,
+        scores: torch.Tensor,
+        interaction_labels: torch.Tensor | None,
+        expert_logits: torch.Tensor | None,
+        labels: torch.Tensor | None,
+    ) -> dict[str, Any]:
+        """``logits`` and ``loss`` of the objective from the router's scores ``[B, E]``."""
         if self.objective == "mixture":
             probs = fuse(expert_logits.float(), "router", scores.float().softmax(-1))
             out: dict[str, Any] = {"logits": probs.clamp_min(1e-12).log()}
@@ -529,22 +551,72 @@ class RouterHeadModule(nn.Module):
         return out
 
 
+class RouterAdapterModule(RouterHeadModule):
+    """The router of ``model`` with its own LoRA adapter (``router_input="adapter"``), trained end to end:
+    ``forward(**backbone_inputs, interaction_labels | expert_logits + labels)`` runs the backbone once through the
+    router's adapter (:meth:`~mmoe.MMoEForSequenceClassification.router_scores`, ``[B, E]``) and applies the
+    objective of :class:`RouterHeadModule` to those scores. The experts stay frozen; for the mixture objective
+    their logits ``[B, E, C]`` come cached with the batch."""
+
+    def __init__(self, model: MMoEForSequenceClassification, objective: str = "interaction") -> None:
+        super().__init__(model, objective)
+        self.model = model
+
+    def forward(  # type: ignore[override]
+        self,
+        interaction_labels: torch.Tensor | None = None,
+        expert_logits: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **inputs: Any,
+    ) -> dict[str, Any]:
+        return self.objective_outputs(self.model.router_scores(**inputs), interaction_labels, expert_logits, labels)
+
+
+class WithExpertLogits:
+    """A collator for rows that may carry cached ``expert_logits`` ``[E, C]``: ``collator`` encodes the rest, and
+    the logits come out stacked ``[B, E, C]`` beside its batch."""
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.collator([{k: v for k, v in row.items() if k != "expert_logits"} for row in rows])
+        if "expert_logits" in rows[0]:
+            batch["expert_logits"] = torch.tensor([row["expert_logits"] for row in rows], dtype=torch.float32)
+        return batch
+
+
+def _with_expert_logits(
+    ctx: PipelineContext, model: MMoEForSequenceClassification, split: Dataset, stage_dir: Path
+) -> Dataset:
+    """``split`` with a column ``expert_logits`` ``[E, C]``: the frozen experts' logits of each row."""
+    model.train_router().eval()
+    out = predict(RouterFeatureModule(model, with_expert_logits=True, with_features=False), split, ctx.collator(),
+                  ctx.training_args, stage_dir / "features", fields=("expert_logits",))
+    return split.add_column("expert_logits", out["expert_logits"].tolist())
+
+
 class RouterFeatureModule(nn.Module):
     """``forward(**inputs) -> {"logits": router inputs [B, D], "expert_logits": [B, E, C]}`` (the expert logits
-    only with ``with_expert_logits``), so that ``Trainer.predict`` computes what the router stage caches with the
-    run's device, precision and processes."""
+    only with ``with_expert_logits``; only those with ``with_features=False``), so that ``Trainer.predict``
+    computes what the router stage caches with the run's device, precision and processes."""
 
-    def __init__(self, model: MMoEForSequenceClassification, with_expert_logits: bool = False) -> None:
+    def __init__(
+        self, model: MMoEForSequenceClassification, with_expert_logits: bool = False, with_features: bool = True
+    ) -> None:
         super().__init__()
-        self.model, self.with_expert_logits = model, with_expert_logits
+        self.model, self.with_expert_logits, self.with_features = model, with_expert_logits, with_features
 
     def forward(self, **inputs: Any) -> dict[str, torch.Tensor]:
         if not self.with_expert_logits:
             return {"logits": self.model.router_features(**inputs)}
         with torch.no_grad():
-            states = self.model.mmoe(**inputs, output_pooled_output=self.model.config.router_input != "experts",
-                                     return_dict=True)
-            return {"logits": self.model.router_inputs(states), "expert_logits": self.model.expert_logits_from(states)}
+            own_pass = self.with_features and self.model.config.router_input != "experts"
+            states = self.model.mmoe(**inputs, output_pooled_output=own_pass, return_dict=True)
+            expert_logits = self.model.expert_logits_from(states)
+            if not self.with_features:
+                return {"expert_logits": expert_logits}
+            return {"logits": self.model.router_inputs(states), "expert_logits": expert_logits}
 
 
 def _router_feature_rows(
@@ -650,7 +722,8 @@ def run_router(
             ctx.training_args.router_num_train_epochs,
         )
         if is_main_process():
-            atomic_save_tensors({k: v for k, v in model.state_dict().items() if k.startswith("router.")}, weights)
+            names = set(model.router_parameter_names())  # the head, and the router's own adapter if any
+            atomic_save_tensors({k: v for k, v in model.state_dict().items() if k in names}, weights)
         mark_stage_done(stage_dir, inputs, summary)
     model.load_state_dict(load_file(str(weights)), strict=False)
     model = to_device(model.train_mixture().eval(), ctx.device)
