@@ -6,15 +6,19 @@
         --learning_rate 5e-4 --per_device_train_batch_size 16
 
 Everything after ``--`` is passed to ``mmoe-train``; ``--report_only`` reads finished runs instead. Per seed,
-``<root>/mmoe/seed-<N>`` is a normal MMoE run (the default router objective, ``mixture``). Two runs start from a
-copy of its stages, which the stage fingerprints recognise and skip:
+``<root>/mmoe/seed-<N>`` is a normal MMoE run (the defaults: the router reads its own LoRA adapter and is trained
+for the fused prediction). Other runs start from a copy of its stages, which the stage fingerprints recognise and
+skip:
 
 * ``<root>/mmoe-interaction/seed-<N>``: the paper's router objective (``--router_objective interaction``) over the
-  same categorization, baseline and experts; only the router is trained (``--no_interaction_router`` skips it);
+  same categorization, baseline and experts; only the router is trained;
+* ``<root>/mmoe-experts-router/seed-<N>``: the router on the experts' pooled states (``--router_input experts``,
+  no adapter of its own), trained for the fused prediction; only the router is trained;
 * ``<root>/i2moe/seed-<N>``: I2MoE over the same categorization and baseline; only the ``i2moe`` stage is trained.
 
-Reruns skip every finished stage. Prints one JSON line per seed and system (``system``: baseline | mmoe |
-mmoe_interaction | i2moe | oracle; ``split``; the metric block; accuracy and macro-F1 per gold interaction type
+``--router_variants`` picks which of the two router runs to make (default both). Reruns skip every finished stage.
+Prints one JSON line per seed and system (``system``: baseline | mmoe | mmoe_interaction | mmoe_experts_router |
+i2moe | oracle; ``split``; the metric block; accuracy and macro-F1 per gold interaction type
 where the data has them; the categorization accuracy), then one line per system with the mean and population std
 over seeds, the gap closed (``(system - baseline) / (oracle - baseline)`` in accuracy, on the means) and for I2MoE
 the mean expert weights by gold type.
@@ -35,13 +39,23 @@ from mmoe.training.cli import train
 METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
 
 
-def run_seed(root: Path, seed: int, train_args: list[str], interaction_router: bool) -> dict[str, dict[str, Any]]:
+# Router runs over the MMoE run's categorization, baseline and experts: folder -> mmoe-train flags.
+ROUTER_VARIANTS = {
+    "interaction": ("mmoe-interaction", ["--router_objective", "interaction"]),
+    "experts": ("mmoe-experts-router", ["--router_input", "experts"]),
+}
+# Run folders under --root -> the system names of the JSON lines.
+RUN_SYSTEMS = {"i2moe": "i2moe", "mmoe-interaction": "mmoe_interaction", "mmoe-experts-router": "mmoe_experts_router"}
+
+
+def run_seed(root: Path, seed: int, train_args: list[str], router_variants: list[str]) -> dict[str, dict[str, Any]]:
     common = [*train_args, "--seed", str(seed), "--disable_tqdm", "true"]
     mmoe_dir = root / "mmoe" / f"seed-{seed}"
     results = {"mmoe": train([*common, "--output_dir", str(mmoe_dir)])}
     variants = {"i2moe": (("categorize", "baseline"), ["--method", "i2moe"])}
-    if interaction_router:
-        variants["mmoe-interaction"] = (("categorize", "baseline", "experts"), ["--router_objective", "interaction"])
+    for variant in router_variants:
+        folder, flags = ROUTER_VARIANTS[variant]
+        variants[folder] = (("categorize", "baseline", "experts"), flags)
     for name, (stages, flags) in variants.items():
         run_dir = root / name / f"seed-{seed}"
         for stage in stages:  # the same stages as the MMoE run: recognised by their fingerprints and skipped
@@ -54,7 +68,7 @@ def run_seed(root: Path, seed: int, train_args: list[str], interaction_router: b
 def rows_of(results: dict[str, dict[str, Any]], seed: int) -> list[dict[str, Any]]:
     mmoe = results["mmoe"]
     systems = {"baseline": (mmoe, "baseline"), "mmoe": (mmoe, "mmoe")}
-    for name, system in (("i2moe", "i2moe"), ("mmoe-interaction", "mmoe_interaction")):
+    for name, system in RUN_SYSTEMS.items():
         if name in results:  # with --report_only, a seed may lack a finished run of these
             systems[system] = (results[name], "mmoe")
     rows = []
@@ -87,7 +101,7 @@ def rows_of(results: dict[str, dict[str, Any]], seed: int) -> list[dict[str, Any
     return rows
 
 
-SYSTEMS = ("baseline", "mmoe", "mmoe_interaction", "i2moe", "oracle")
+SYSTEMS = ("baseline", "mmoe", "mmoe_interaction", "mmoe_experts_router", "i2moe", "oracle")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -117,7 +131,7 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         out[system] = line
     base, oracle = out["baseline"]["accuracy"], out["oracle"]["accuracy"]
-    for system in ("mmoe", "mmoe_interaction", "i2moe"):  # gap closed on the means
+    for system in ("mmoe", "mmoe_interaction", "mmoe_experts_router", "i2moe"):  # gap closed on the means
         if system in out:
             gap = (out[system]["accuracy"] - base) / (oracle - base) if oracle != base else None
             out[system]["gap_closed"] = None if gap is None else round(gap, 3)
@@ -130,8 +144,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--report_only", action="store_true",
                         help="Train nothing: read the eval_results.json of finished runs under --root.")
-    parser.add_argument("--no_interaction_router", action="store_true",
-                        help="Skip the MMoE run with the paper's router objective (interaction).")
+    parser.add_argument("--router_variants", nargs="*", choices=list(ROUTER_VARIANTS), default=list(ROUTER_VARIANTS),
+                        help="Router runs over the same experts: interaction (the paper's objective), experts (the "
+                        "router on the experts' states); none for neither.")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the mmoe-train options.")
     args = parser.parse_args()
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
@@ -140,10 +155,10 @@ def main() -> None:
     for seed in args.seeds:
         if args.report_only:
             results = {method: json.loads(path.read_text())
-                       for method in ("mmoe", "mmoe-interaction", "i2moe")
+                       for method in ("mmoe", *RUN_SYSTEMS)
                        if (path := root / method / f"seed-{seed}" / "eval_results.json").is_file()}
         else:
-            results = run_seed(root, seed, train_args, interaction_router=not args.no_interaction_router)
+            results = run_seed(root, seed, train_args, router_variants=args.router_variants)
         rows += rows_of(results, seed)
     for row in rows:
         print(json.dumps(row))

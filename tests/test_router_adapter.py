@@ -9,6 +9,7 @@ import pytest
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
+from test_pipeline import _precomputed_dataset, _tiny_args
 from transformers import AutoModel
 
 from mmoe import MMoEConfig, MMoEForSequenceClassification
@@ -16,8 +17,6 @@ from mmoe.backbone_utils import pool_hidden_states
 from mmoe.configuration_mmoe import ROUTER_ADAPTER
 from mmoe.testing import randomize_lora_weights, tiny_tokenizer
 from mmoe.training.cli import train
-
-from test_pipeline import _precomputed_dataset, _tiny_args
 
 TEXTS = ["a snowy day", "warm sun is nice on the beach", "rain", "what a lovely cold morning"]
 
