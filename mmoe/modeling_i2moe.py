@@ -100,6 +100,21 @@ class I2MoEReweighting(nn.Module):
         return self.net(features.to(self.net[-1].weight.dtype))
 
 
+def text_masking_problem(backbone: Any, text_modalities: list[str], interaction_loss_weight: float) -> str | None:
+    """Why I2MoE cannot mask ``text_modalities`` with random vectors on ``backbone`` (a model or its config), or
+    ``None`` when it can: masking replaces input embeddings, so the backbone must take ``inputs_embeds``. Only
+    asked for when the interaction loss is on (``interaction_loss_weight > 0``)."""
+    if interaction_loss_weight <= 0 or not text_modalities or takes_inputs_embeds(backbone):
+        return None
+    model_type = getattr(getattr(backbone, "config", backbone), "model_type", type(backbone).__name__)
+    return (
+        f"Backbone {model_type!r} takes no `inputs_embeds`, so I2MoE cannot mask its text modalities "
+        f"{text_modalities} with random vectors (BLIP-2's Blip2Model embeds `input_ids` itself). Use LLaVA, ViLT or "
+        "a text backbone, or an interaction loss weight of 0 (no masked passes: `interaction_loss_weight=0`, "
+        "`--interaction_loss_weight 0` in mmoe-train)."
+    )
+
+
 class I2MoEModel(MMoEModel):
     """:class:`~.modeling_mmoe.MMoEModel` for an :class:`I2MoEConfig` (``AutoModel`` of an I2MoE checkpoint): the
     backbone with its ``n + 2`` expert adapters and the pooling."""
@@ -148,14 +163,12 @@ class I2MoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
                 f"{config.backbone_config.model_type!r} takes no images. In the image-captioned route the caption is "
                 "a text modality: name it after its column (e.g. modalities=['caption', 'text'])."
             )
-        if (config.interaction_loss_weight > 0 and self._text_modalities
-                and not takes_inputs_embeds(self.mmoe.backbone.get_base_model())):
-            raise ValueError(
-                f"Backbone {config.backbone_config.model_type!r} takes no `inputs_embeds`, so I2MoE cannot mask its "
-                f"text modalities {[self.modalities[i] for i in self._text_modalities]} with random vectors (BLIP-2's "
-                "Blip2Model embeds `input_ids` itself). Use LLaVA, ViLT or a text backbone, or "
-                "interaction_loss_weight=0 (no masked passes)."
-            )
+        problem = text_masking_problem(
+            self.mmoe.backbone.get_base_model(), [self.modalities[i] for i in self._text_modalities],
+            config.interaction_loss_weight,
+        )
+        if problem:
+            raise ValueError(problem)
         self.expert_heads = nn.ModuleDict(
             {name: MMoEClassificationHead(self.hidden_size, config.num_labels, config.classifier_dropout)
              for name in self.experts}

@@ -504,7 +504,7 @@ def test_blip2_is_refused_when_its_text_must_be_masked(tmp_path):
     out = blip2(0.0)(**_vlm_collator("blip-2")(_vlm_rows()))  # no masked passes: BLIP-2 trains
     assert out.expert_weights.shape == (4, 5) and out.interaction_loss is None
     backbone = save_tiny_vlm(tmp_path / "tiny-blip-2", "blip-2")
-    with pytest.raises(ArgumentsError, match="takes no inputs_embeds"):
+    with pytest.raises(ArgumentsError, match="takes no `inputs_embeds`"):
         train(["--preset", "demo-vision", "--backbone", str(backbone), "--method", "i2moe", "--unimodal_backbone",
                "tiny-bert", "--output_dir", str(tmp_path / "blip2"), *SHRINK[:-2]])
     assert not (tmp_path / "blip2" / "categorize").exists()

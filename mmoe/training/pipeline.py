@@ -36,7 +36,6 @@ from torch import nn
 from transformers import AutoConfig, Trainer, default_data_collator, set_seed
 
 from .. import __version__
-from ..backbone_utils import takes_inputs_embeds
 from ..configuration_mmoe import DEFAULT_EXPERTS, IMAGE_MODALITY
 from ..data.collators import MMoECollator
 from ..data.modalities import ModalityCollator, MultimodalModalityCollator, default_modalities
@@ -44,7 +43,7 @@ from ..data.multimodal_collator import MultimodalCollator, build_collator, load_
 from ..fusion import fuse
 from ..losses import focal_loss, fused_nll_loss
 from ..metrics import METRIC_NAMES
-from ..modeling_i2moe import I2MoEForSequenceClassification
+from ..modeling_i2moe import I2MoEForSequenceClassification, text_masking_problem
 from ..modeling_mmoe import MMoEForSequenceClassification
 from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
 from .callbacks import ModelCardCallback
@@ -151,15 +150,13 @@ class PipelineContext:
                 self.modality_collator()  # and when the processor cannot mark I2MoE's modality spans
             except ValueError as error:
                 raise ArgumentsError([f"--method i2moe: {error}"]) from None
-            text_modalities = [name for name in self.modalities if name != IMAGE_MODALITY]
-            if (model_args.interaction_loss_weight > 0 and text_modalities
-                    and not takes_inputs_embeds(self.backbone_config)):
-                raise ArgumentsError([
-                    f"--method i2moe: backbone {model_args.backbone!r} ({self.backbone_config.model_type}) takes no "
-                    f"inputs_embeds, so its text modalities {text_modalities} cannot be masked with random vectors "
-                    "(BLIP-2's Blip2Model embeds input_ids itself). Use LLaVA, ViLT or a text backbone, or "
-                    "--interaction_loss_weight 0."
-                ])
+            # the model's own check, asked before categorization rather than when the model is built
+            problem = text_masking_problem(
+                self.backbone_config, [name for name in self.modalities if name != IMAGE_MODALITY],
+                model_args.interaction_loss_weight,
+            )
+            if problem:
+                raise ArgumentsError([f"--method i2moe ({model_args.backbone}): {problem}"])
         positions = getattr(self.backbone_config, "max_position_embeddings", None)
         if isinstance(positions, int) and data_args.max_length > positions:
             # The tokenizer would pad/truncate to more positions than the backbone has: a shape error deep in torch.
