@@ -129,3 +129,16 @@ def test_pipeline_trains_the_router_adapter_with_the_experts_frozen(tmp_path, ti
     assert 0.0 <= results["validation"]["mmoe"]["accuracy"] <= 1.0
     card = (out / "README.md").read_text()
     assert "LoRA adapter of its own" in card and "adapter-free" not in card  # the card says what the router reads
+
+
+def test_router_input_does_not_change_the_baseline_or_the_experts(tmp_path, tiny_bert_dir):
+    """The stages before the router do not depend on --router_input (their fingerprints leave it out), so their
+    weights must not either: two fresh runs that differ only there train identical baselines and experts."""
+    data = _precomputed_dataset(tmp_path / "data")
+    for router_input in ("experts", "adapter"):
+        train(_tiny_args(tiny_bert_dir, data, tmp_path / router_input, "--router_input", router_input))
+    for stage_file in ("baseline/baseline.safetensors", "experts/synergy.safetensors"):
+        first, second = (load_file(str(tmp_path / name / stage_file)) for name in ("experts", "adapter"))
+        assert first.keys() == second.keys() and first
+        for key, value in first.items():
+            torch.testing.assert_close(second[key], value, rtol=0, atol=0)

@@ -193,15 +193,22 @@ class PipelineContext:
         names = getattr(dataset["train"].features.get(self.data_args.label_column), "names", None)
         self.id2label = dict(enumerate(names)) if names else None
 
-    def new_model(self, experts: list[str]) -> MMoEForSequenceClassification:
+    def new_model(self, experts: list[str], with_router: bool = False) -> MMoEForSequenceClassification:
+        """A fresh model with ``experts``, seeded. ``with_router=False`` (the baseline's and the experts' stages,
+        which never run the router) leaves out the router's own adapter: building it draws random numbers, which
+        would change the other layers' initialisation with ``--router_input``, an option those stages do not
+        depend on."""
         set_seed(self.seed)
         args = self.model_args
+        router_input = args.router_input
+        if router_input == "adapter" and not with_router:
+            router_input = "backbone"
         return MMoEForSequenceClassification.from_backbone(
             self.backbone,
             experts=experts,
             router_hidden_size=args.router_hidden_size,
             router_dropout=args.router_dropout,
-            router_input=args.router_input,
+            router_input=router_input,
             router_focal_gamma=args.router_focal_gamma,
             router_focal_alpha=args.router_focal_alpha,
             **self._shared_model_kwargs(),
@@ -705,7 +712,7 @@ def run_router(
     """Stage 4: the router as an interaction classifier with focal loss; returns the assembled mixture, on the
     run's device."""
     stage_dir = ctx.run_dir / "router"
-    model = ctx.new_model(ctx.experts)
+    model = ctx.new_model(ctx.experts, with_router=True)
     for expert, state in expert_states.items():
         model.load_expert_state_dict(state, expert)
     counts = interaction_counts(dataset["train"])
