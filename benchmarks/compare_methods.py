@@ -16,7 +16,7 @@ skip:
   no adapter of its own), trained for the fused prediction; only the router is trained;
 * ``<root>/i2moe/seed-<N>``: I2MoE over the same categorization and baseline; only the ``i2moe`` stage is trained.
 
-``--router_variants`` picks which of the two router runs to make (default both). Reruns skip every finished stage.
+``--router_variants`` picks which of the two router runs to make (default both); ``--no_i2moe`` skips I2MoE. Reruns skip every finished stage.
 Prints one JSON line per seed and system (``system``: baseline | mmoe | mmoe_interaction | mmoe_experts_router |
 i2moe | oracle; ``split``; the metric block; accuracy and macro-F1 per gold interaction type
 where the data has them; the categorization accuracy), then one line per system with the mean and population std
@@ -48,11 +48,13 @@ ROUTER_VARIANTS = {
 RUN_SYSTEMS = {"i2moe": "i2moe", "mmoe-interaction": "mmoe_interaction", "mmoe-experts-router": "mmoe_experts_router"}
 
 
-def run_seed(root: Path, seed: int, train_args: list[str], router_variants: list[str]) -> dict[str, dict[str, Any]]:
+def run_seed(
+    root: Path, seed: int, train_args: list[str], router_variants: list[str], i2moe: bool = True
+) -> dict[str, dict[str, Any]]:
     common = [*train_args, "--seed", str(seed), "--disable_tqdm", "true"]
     mmoe_dir = root / "mmoe" / f"seed-{seed}"
     results = {"mmoe": train([*common, "--output_dir", str(mmoe_dir)])}
-    variants = {"i2moe": (("categorize", "baseline"), ["--method", "i2moe"])}
+    variants = {"i2moe": (("categorize", "baseline"), ["--method", "i2moe"])} if i2moe else {}
     for variant in router_variants:
         folder, flags = ROUTER_VARIANTS[variant]
         variants[folder] = (("categorize", "baseline", "experts"), flags)
@@ -147,6 +149,7 @@ def main() -> None:
     parser.add_argument("--router_variants", nargs="*", choices=list(ROUTER_VARIANTS), default=list(ROUTER_VARIANTS),
                         help="Router runs over the same experts: interaction (the paper's objective), experts (the "
                         "router on the experts' states); none for neither.")
+    parser.add_argument("--no_i2moe", action="store_true", help="Skip the I2MoE runs.")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the mmoe-train options.")
     args = parser.parse_args()
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
@@ -158,7 +161,7 @@ def main() -> None:
                        for method in ("mmoe", *RUN_SYSTEMS)
                        if (path := root / method / f"seed-{seed}" / "eval_results.json").is_file()}
         else:
-            results = run_seed(root, seed, train_args, router_variants=args.router_variants)
+            results = run_seed(root, seed, train_args, router_variants=args.router_variants, i2moe=not args.no_i2moe)
         rows += rows_of(results, seed)
     for row in rows:
         print(json.dumps(row))
