@@ -19,8 +19,8 @@ skip:
 ``--router_variants`` picks which of the two router runs to make (default both); ``--no_i2moe`` skips I2MoE.
 Reruns skip every finished stage. Prints one JSON line per seed and system (``system``: baseline | mmoe |
 mmoe_interaction | mmoe_experts_router | i2moe | oracle; ``split``; the metric block; accuracy and macro-F1 per
-gold interaction type where the data has them; the categorization accuracy), then one line per system with the mean and population std
-over seeds, the gap closed (``(system - baseline) / (oracle - baseline)`` in accuracy, on the means) and for I2MoE
+gold interaction type where the data has them; the categorization accuracy), then one line per system with the
+mean and population std over seeds, the gap closed (``(system - baseline) / (oracle - baseline)`` in accuracy, on the means) and for I2MoE
 the mean expert weights by gold type.
 """
 
