@@ -20,8 +20,8 @@ skip:
 Reruns skip every finished stage. Prints one JSON line per seed and system (``system``: baseline | mmoe |
 mmoe_interaction | mmoe_experts_router | i2moe | oracle; ``split``; the metric block; accuracy and macro-F1 per
 gold interaction type where the data has them; the categorization accuracy), then one line per system with the
-mean and population std over seeds, the gap closed (``(system - baseline) / (oracle - baseline)`` in accuracy, on the means) and for I2MoE
-the mean expert weights by gold type.
+mean and population std over seeds, the gap closed (``(system - baseline) / (oracle - baseline)`` in accuracy,
+on the means) and for I2MoE the mean expert weights by gold type.
 """
 
 from __future__ import annotations
