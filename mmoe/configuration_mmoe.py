@@ -21,9 +21,10 @@ FUSION_METHODS: tuple[str, ...] = ("average", "max", "prior", "router", "oracle"
 POOLING_METHODS: tuple[str, ...] = ("auto", "first", "last", "mean")
 
 ROUTER_INPUTS: tuple[str, ...] = ("backbone", "experts", "adapter")
+"""What the router reads: the adapter-free pooled state, the experts' pooled states, or its own adapter's."""
+
 ROUTER_ADAPTER = "router_adapter"
 """Name of the router's own LoRA adapter (``router_input="adapter"``); no expert may take it."""
-"""What the router reads: the adapter-free pooled state, or the experts' pooled states."""
 
 METHODS: tuple[str, ...] = ("mmoe", "i2moe")
 """The two training methods: MMoE (categorize, one expert per interaction, router) and I2MoE (end to end)."""

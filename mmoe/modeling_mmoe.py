@@ -459,7 +459,7 @@ class MMoEModel(MMoEPreTrainedModel):
 
     # A classifier checkpoint loaded as the base model: its heads and router are not part of this model.
     _keys_to_ignore_on_load_unexpected = [r"^expert_heads\.", r"^router\."]
-    # I2MoE's reweighting model reads the experts' passes; it has no router and no router adapter.
+    # False for I2MoE, whose reweighting model reads the experts' passes: it has no router to give an adapter to.
     _router_adapter_allowed: ClassVar[bool] = True
 
     def __init__(self, config: MMoEConfig, backbone: PreTrainedModel | None = None) -> None:

@@ -416,9 +416,6 @@ def _train_part(
         if objective == "mixture":
             train, evaluation = (_with_expert_logits(ctx, model, split, stage_dir) if split is not None else None
                                  for split in (train, evaluation))
-        router_names = set(model.train_router().router_parameter_names())
-        get_state = lambda: {k: v for k, v in model.state_dict().items() if k in router_names}  # noqa: E731
-        set_state = lambda s: model.load_state_dict(s, strict=False)  # noqa: E731
         metric, collator = "macro_f1", WithExpertLogits(ctx.collator(interactions=True))
     elif is_router:
         # The router reads frozen features (and, for the mixture objective, frozen expert logits): compute them
@@ -426,8 +423,6 @@ def _train_part(
         trained: nn.Module = RouterHeadModule(model, objective)
         train, evaluation = (_router_feature_rows(ctx, model, split, stage_dir) if split is not None else None
                              for split in (train, evaluation))
-        get_state = lambda: {k: v for k, v in model.state_dict().items() if k.startswith("router.")}  # noqa: E731
-        set_state = lambda s: model.load_state_dict(s, strict=False)  # noqa: E731
         # macro-F1 over interactions (paper, appendix H), or over classes of the fused prediction
         metric, collator = "macro_f1", default_data_collator
     elif part == I2MOE:
@@ -440,6 +435,10 @@ def _train_part(
         get_state = lambda: model.expert_state_dict(part)  # noqa: E731
         set_state = lambda s: model.load_expert_state_dict(s, part)  # noqa: E731
         metric, collator = _selection_metric(ctx, part, evaluation), ctx.collator()
+    if is_router:  # the head, and the router's own adapter if any
+        router_names = set(model.train_router().router_parameter_names())
+        get_state = lambda: {k: v for k, v in model.state_dict().items() if k in router_names}  # noqa: E731
+        set_state = lambda s: model.load_state_dict(s, strict=False)  # noqa: E731
     keep_best = KeepBestStateCallback(get_state, set_state, metric)
     args = stage_arguments(
         ctx.training_args,
@@ -449,8 +448,9 @@ def _train_part(
         label_names=["interaction_labels"] if is_router and objective == "interaction" else ["labels"],
         eval_strategy="epoch" if evaluation is not None else "no",
         seed=ctx.seed,
-        # The router head on cached features is a small MLP: nothing to checkpoint. The router's adapter runs one
-        # adapter's pass per step, lighter than an expert's training step, which runs without checkpointing too.
+        # The router head on cached features is a small MLP: nothing to checkpoint. The router's adapter trains
+        # without checkpointing too: RouterAdapterModule is a plain module the Trainer cannot switch to it, and a step
+        # holds one adapter's activations, as an expert's step does.
         gradient_checkpointing=False if is_router else None,
     )
     trainer = Trainer(
@@ -709,8 +709,8 @@ def _expert_epochs(ctx: PipelineContext, rows: int) -> float:
 def run_router(
     ctx: PipelineContext, dataset: DatasetDict, expert_states: dict[str, dict[str, torch.Tensor]]
 ) -> MMoEForSequenceClassification:
-    """Stage 4: the router as an interaction classifier with focal loss; returns the assembled mixture, on the
-    run's device."""
+    """Stage 4: the router (and its own adapter, with ``--router_input adapter``), trained for
+    ``--router_objective`` with the experts frozen; returns the assembled mixture, on the run's device."""
     stage_dir = ctx.run_dir / "router"
     model = ctx.new_model(ctx.experts, with_router=True)
     for expert, state in expert_states.items():
