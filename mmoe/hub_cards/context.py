@@ -48,7 +48,7 @@ def router_reads(router_input: str | None, noun: str) -> str:
     if router_input == "experts":
         return "the experts' pooled states"
     if router_input == "adapter":
-        return f"the pooled {noun} of a LoRA adapter of its own, trained with it"
+        return f"the pooled {noun} of a LoRA adapter of its own (trained together with the head)"
     return f"the backbone's adapter-free pooled {noun}"
 
 
