@@ -11,15 +11,14 @@ one per expert (and a last one without adapter), and every adapted ``Linear`` co
 
 The adapters stay peft LoRA adapters: same modules, same weights, same save format; this module only reads their
 ``lora_A`` / ``lora_B`` weights. Gradients flow through ``torch.stack`` back to each expert's own weights, so the
-path trains too. Outside :func:`fused_experts` a layer behaves exactly as peft's.
+path trains too. While no plan is set (``FusedPlan.experts is None``) a layer behaves exactly as peft's.
 
 This file is uploaded to the Hub as remote code: it imports only ``torch`` and ``peft``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -89,14 +88,3 @@ def install_fused_lora(model: nn.Module, experts: Sequence[str]) -> FusedPlan | 
         module.__class__ = FusedLoraLinear
         module._mmoe_plan = plan
     return plan
-
-
-@contextmanager
-def fused_experts(plan: FusedPlan, experts: Sequence[str], with_base: bool) -> Iterator[None]:
-    """Within the block, the backbone's batch is ``len(experts)`` (+1 with ``with_base``) groups of equal size:
-    group ``i`` runs expert ``experts[i]``, the last group (``with_base``) runs no adapter."""
-    plan.experts, plan.with_base = tuple(experts), with_base
-    try:
-        yield
-    finally:
-        plan.experts, plan.with_base = None, False

@@ -18,7 +18,8 @@ the shared backbone of :class:`~.modeling_mmoe.MMoEModel`:
   (BLIP-2's ``Blip2Model``) is refused unless ``interaction_loss_weight`` is 0;
 - **reweighting** (``config.reweighting="mlp"``): an MLP over the per-modality mean-pooled last hidden states of the
   adapter-free backbone pass ``[B, n * H]`` gives scores ``[B, E]``; the weights are ``softmax(scores / T)`` and the
-  prediction is the weighted sum of the experts' logits (I2MoE sums logits, not probabilities);
+  prediction is the softmax of the weighted sum of the experts' logits (I2MoE sums logits, not probabilities;
+  ``logits`` are the log of that prediction);
 - **interaction losses** (training, ``interaction_loss_weight > 0``): every expert also runs on the ``n`` inputs with
   one modality masked, and :func:`~.losses.uniqueness_loss`, :func:`~.losses.synergy_loss` and
   :func:`~.losses.redundancy_loss` compare its outputs; ``loss = CE + lambda * mean of the n + 2 losses``.
@@ -36,17 +37,10 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from .backbone_utils import pool_hidden_states, takes_inputs_embeds
+from .backbone_utils import takes_inputs_embeds
 from .configuration_mmoe import IMAGE_MODALITY, I2MoEConfig
 from .losses import redundancy_loss, synergy_loss, uniqueness_loss
-from .modeling_mmoe import (
-    _ATTENTION_FLAGS,
-    MMoEClassificationHead,
-    MMoEExpertHeadsMixin,
-    MMoEModel,
-    MMoEPreTrainedModel,
-    _repeat_batch,
-)
+from .modeling_mmoe import MixtureModel, MixturePreTrainedModel, MMoEClassificationHead, MMoEExpertHeadsMixin
 
 
 @dataclass
@@ -56,7 +50,8 @@ class I2MoESequenceClassifierOutput(ModelOutput):
     Args:
         loss: scalar, when ``labels`` are given: cross-entropy of ``logits`` plus, in training,
             ``interaction_loss_weight * interaction_loss``.
-        logits: ``[B, C]`` the weighted sum of the experts' logits.
+        logits: ``[B, C]`` log class probabilities of the prediction (as for every model of this package):
+            ``log_softmax`` of the weighted sum of the experts' logits (I2MoE fuses logits, not probabilities).
         expert_logits: ``[B, E, C]`` every expert's logits on the full input.
         expert_weights: ``[B, E]`` the reweighting model's per-sample expert weights; rows sum to 1. The
             interpretation: how much each interaction expert decides each prediction.
@@ -115,15 +110,24 @@ def text_masking_problem(backbone: Any, text_modalities: list[str], interaction_
     )
 
 
-class I2MoEModel(MMoEModel):
-    """:class:`~.modeling_mmoe.MMoEModel` for an :class:`I2MoEConfig` (``AutoModel`` of an I2MoE checkpoint): the
-    backbone with its ``n + 2`` expert adapters and the pooling."""
+class I2MoEPreTrainedModel(MixturePreTrainedModel):
+    """:class:`~.modeling_mmoe.MixturePreTrainedModel` for an :class:`I2MoEConfig`."""
 
     config_class = I2MoEConfig
-    _router_adapter_allowed = False
 
 
-class I2MoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
+class I2MoEModel(MixtureModel):
+    """:class:`~.modeling_mmoe.MixtureModel` for an :class:`I2MoEConfig` (``AutoModel`` of an I2MoE checkpoint): the
+    backbone with its ``n + 2`` expert adapters and the pooling; ``pooled_output`` is the adapter-free pass."""
+
+    config_class = I2MoEConfig
+
+    def __init__(self, config: I2MoEConfig, backbone: Any | None = None) -> None:
+        config.validate_i2moe()
+        super().__init__(config, backbone=backbone)
+
+
+class I2MoEForSequenceClassification(MMoEExpertHeadsMixin, I2MoEPreTrainedModel):
     """I2MoE over one shared backbone: ``n + 2`` LoRA experts with heads, and a reweighting model.
 
     Attributes:
@@ -149,15 +153,12 @@ class I2MoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
 
     def __init__(self, config: I2MoEConfig, backbone: Any | None = None) -> None:
         super().__init__(config)
-        config.validate_i2moe()
         self.mmoe = I2MoEModel(config, backbone=backbone)
         self.experts = list(config.experts)
         self.modalities = list(config.modalities)
         self.hidden_size = self.mmoe.hidden_size
-        self._no_split_modules = set(self.mmoe._no_split_modules)
-        for flag in _ATTENTION_FLAGS:
-            setattr(self, flag, getattr(self.mmoe, flag))
-        if IMAGE_MODALITY in self.modalities and not self.mmoe._takes_images:
+        self.copy_backbone_support(self.mmoe)
+        if IMAGE_MODALITY in self.modalities and not self.mmoe.takes_images:
             raise ValueError(
                 f"I2MoE modality {IMAGE_MODALITY!r} is the image of a vision-language backbone, but backbone "
                 f"{config.backbone_config.model_type!r} takes no images. In the image-captioned route the caption is "
@@ -229,7 +230,7 @@ class I2MoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
         """The backbone inputs of ``len(variants)`` groups: group ``g`` is the batch with modality ``variants[g]``
         masked (``None``: the full input). Text modalities are masked in the input embeddings (``inputs_embeds``
         replaces ``input_ids`` when any group masks one), the image at ``pixel_values``."""
-        grouped = _repeat_batch(backbone_inputs, batch_size, len(variants))
+        grouped = self.mmoe.repeat_batch(backbone_inputs, batch_size, len(variants))
         image = self.modalities.index(IMAGE_MODALITY) if IMAGE_MODALITY in self.modalities else None
         if any(v is not None and v != image for v in variants):
             embeds = backbone_inputs.get("inputs_embeds")
@@ -317,7 +318,7 @@ class I2MoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
             group_variants.append(None)
         grouped = self._grouped_inputs(backbone_inputs, modality_ids, group_variants, batch_size)
         hidden = self.mmoe.run_groups(grouped, group_experts)  # [G * B, T', H]
-        pooled = pool_hidden_states(hidden, grouped.get("attention_mask"), self.mmoe.pooling)
+        pooled = self.mmoe.pool(hidden, grouped.get("attention_mask"))
         pooled = pooled.view(len(group_experts), batch_size, -1)  # [G, B, H]
 
         per_expert = len(variants)
@@ -331,7 +332,8 @@ class I2MoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
             features = self.modality_features(hidden[-batch_size:], modality_ids)
         scores = self.reweighting(features, batch_size)
         expert_weights = (scores.float() / self.config.reweighting_temperature).softmax(-1)
-        logits = (expert_weights.unsqueeze(-1) * expert_logits.float()).sum(1)
+        # I2MoE sums the experts' logits; `logits` are the log-probabilities of that sum, like every model's here.
+        logits = nn.functional.log_softmax((expert_weights.unsqueeze(-1) * expert_logits.float()).sum(1), dim=-1)
 
         interaction_loss = interaction_losses = None
         if with_losses:
@@ -339,7 +341,7 @@ class I2MoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
             interaction_loss = interaction_losses.mean()
         loss = None
         if labels is not None:
-            loss = nn.functional.cross_entropy(logits, labels.long())
+            loss = nn.functional.nll_loss(logits, labels.long())  # the cross-entropy of the weighted logits
             if interaction_loss is not None:
                 loss = loss + self.config.interaction_loss_weight * interaction_loss
         output = I2MoESequenceClassifierOutput(

@@ -29,7 +29,8 @@ import inspect
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -49,12 +50,11 @@ from .backbone_utils import (
     resolve_hidden_size,
     resolve_pooling,
 )
-from .configuration_mmoe import ROUTER_ADAPTER, MMoEConfig
+from .configuration_mmoe import ROUTER_ADAPTER, MixtureConfig, MMoEConfig
 from .fused_lora import install_fused_lora
 from .fusion import fuse
-from .losses import fused_nll_loss
+from .losses import focal_loss, fused_nll_loss
 
-ROUTER = "router"
 _BASE = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
 _NON_BACKBONE_KWARGS = (
     "labels", "interaction_labels", "fusion", "fusion_weights", "return_dict", "experts", "output_pooled_output",
@@ -69,7 +69,8 @@ _HEAD_PREFIX = "head."
 # What `from_pretrained` passes on to the Hub when it loads a referenced backbone and the adapter folders.
 _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "local_files_only")
 _ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's file name of an adapter's weights
-_ATTENTION_FLAGS = ("_supports_sdpa", "_supports_flash_attn", "_supports_flex_attn", "_supports_attention_backend")
+ATTENTION_FLAGS = ("_supports_sdpa", "_supports_flash_attn", "_supports_flex_attn", "_supports_attention_backend")
+"""transformers' attention-support flags, which a mixture takes from its backbone."""
 
 
 @dataclass
@@ -91,11 +92,20 @@ class MMoEModelOutput(ModelOutput):
 class MMoESequenceClassifierOutput(ModelOutput):
     """Output of :class:`MMoEForSequenceClassification` (``B`` examples, ``E`` experts, ``C`` classes).
 
+    ``logits`` has one meaning in every training mode: the **log class probabilities of the model's prediction**
+    (``softmax(logits)`` gives them back, ``argmax`` is the predicted class). What the prediction is depends on the
+    mode (:meth:`~MMoEForSequenceClassification.train_mixture` / ``train_router`` / ``train_expert``): the fused
+    mixture, or, after ``train_expert(name)``, that expert alone.
+
     Args:
-        loss: scalar, when ``labels`` are given: the negative log-likelihood of ``logits`` at ``labels``.
-        logits: ``[B, C]`` class scores whose softmax is the model's prediction: the log of the fused class
-            probabilities (after :meth:`~MMoEForSequenceClassification.train_expert`: that expert's logits).
-        expert_logits: ``[B, E, C]`` raw logits of every expert (``None`` after ``train_expert``).
+        loss: scalar, when the labels the mode needs are given: the mixture's NLL of its fused prediction at
+            ``labels``; after ``train_expert`` that expert's cross-entropy at ``labels``; after ``train_router`` the
+            ``config.router_objective`` (fused NLL at ``labels``, or the focal loss of ``router_logits`` at
+            ``interaction_labels``).
+        logits: ``[B, C]`` log class probabilities of the prediction (see above). ``None`` only after
+            ``train_router`` with the interaction objective when neither backbone inputs nor ``expert_logits`` were
+            given (nothing to fuse).
+        expert_logits: ``[B, E, C]`` raw logits of every expert (after ``train_expert``: ``[B, 1, C]``, that expert's).
         router_weights: ``[B, E]`` the router's softmax over experts; rows sum to 1 (``None`` after
             ``train_expert``).
         router_logits: ``[B, E]`` the router's scores before the softmax (``None`` after ``train_expert``).
@@ -147,8 +157,9 @@ class MMoERouter(nn.Module):
         return self.net(pooled.to(self.net[-1].weight.dtype))
 
 
-class MMoEPreTrainedModel(PreTrainedModel):
-    """Weight initialisation, saving/loading like PEFT and the transformers class flags shared by MMoE models.
+class MixturePreTrainedModel(PreTrainedModel):
+    """Weight initialisation, saving/loading like PEFT and the transformers class flags of every mixture of LoRA
+    experts on one backbone (MMoE's and I2MoE's models; :class:`MMoEPreTrainedModel` is MMoE's).
 
     A composite model, like transformers' llava: the attention implementation and ``dtype`` requested from
     ``from_pretrained`` are handed to the backbone (``config.backbone_config`` is a registered sub-config), which
@@ -156,7 +167,7 @@ class MMoEPreTrainedModel(PreTrainedModel):
     backbone's.
     """
 
-    config_class = MMoEConfig
+    config_class = MixtureConfig
     base_model_prefix = "mmoe"
     supports_gradient_checkpointing = True
     main_input_name = "input_ids"
@@ -164,11 +175,35 @@ class MMoEPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # Every loss of these models is a mean over the examples of the batch, not a sum over tokens to be divided by the
+    # Trainer's `num_items_in_batch`: the Trainer must neither pass that count (forward would hand it to the backbone)
+    # nor skip its own averaging over gradient-accumulation steps.
+    accepts_loss_kwargs = False
     # The heads and the router stay float32 when the model is loaded in bf16 or fp16 (the strict variant covers both;
     # the plain `_keep_in_fp32_modules` only acts for fp16). They are tiny, and float32 keeps the softmax, the fusion
     # and the router's gradients stable. The patterns are regexes searched in parameter names, anchored so that a
     # backbone's own `router` (mixture-of-experts LLMs) is not matched.
     _keep_in_fp32_modules_strict = [r"^expert_heads\.", r"^router\.", r"^reweighting\."]
+
+    def post_init(self) -> None:
+        """``PreTrainedModel.post_init``; for a *referenced* checkpoint (``config.save_backbone is False``) the
+        backbone and adapter weights are expected to be absent from ``model.safetensors``: ``from_pretrained`` loads
+        them right after from the backbone's repo and the adapter folders, so transformers' load report must not
+        list them as missing (only what is really missing is reported)."""
+        super().post_init()
+        if self.config.save_backbone is False:
+            prefix = "" if self.base_model is self else rf"{re.escape(self.base_model_prefix)}\."
+            self._keys_to_ignore_on_load_missing = {
+                *(self._keys_to_ignore_on_load_missing or ()), rf"^{prefix}backbone\."
+            }
+
+    def copy_backbone_support(self, source: nn.Module) -> None:
+        """Take ``source``'s attention-support flags and ``_no_split_modules`` (``source``: the backbone, or the base
+        model a classifier wraps): a composite model supports what its backbone supports, and ``device_map="auto"``
+        must keep the backbone's blocks whole."""
+        self._no_split_modules = set(getattr(source, "_no_split_modules", None) or [])
+        for flag in ATTENTION_FLAGS:
+            setattr(self, flag, getattr(source, flag, False))
 
     def _lora_backbone(self) -> PeftModel | None:
         """The ``PeftModel`` holding the backbone and the adapters (``None`` while it is being built)."""
@@ -189,7 +224,7 @@ class MMoEPreTrainedModel(PreTrainedModel):
         The ``transformers.initialization`` functions skip tensors flagged ``_is_hf_initialized`` (loaded ones).
         """
         backbone = self._lora_backbone()
-        if module is self or module is backbone or isinstance(module, MMoEPreTrainedModel):
+        if module is self or module is backbone or isinstance(module, MixturePreTrainedModel):
             return
         if backbone is not None and (module is backbone.base_model):
             return
@@ -278,8 +313,8 @@ class MMoEPreTrainedModel(PreTrainedModel):
         id2label: dict[int, str] | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
         **config_kwargs: Any,
-    ) -> MMoEPreTrainedModel:
-        """Build an MMoE model around pretrained backbone weights.
+    ) -> MixturePreTrainedModel:
+        """Build a mixture model around pretrained backbone weights.
 
         Args:
             backbone_name_or_path: local folder or Hub id that ``AutoModel.from_pretrained`` loads; stored as
@@ -287,7 +322,8 @@ class MMoEPreTrainedModel(PreTrainedModel):
             num_labels: number of classes (or give ``id2label``).
             id2label: class names by index.
             backbone_kwargs: extra keyword arguments for ``AutoModel.from_pretrained`` (e.g. ``dtype``).
-            **config_kwargs: any :class:`MMoEConfig` field (``experts``, ``lora_r``, ``fusion``, ``save_backbone``...).
+            **config_kwargs: any field of the model's config (:class:`MMoEConfig`: ``experts``, ``lora_r``, ``fusion``,
+                ``save_backbone``...; :class:`I2MoEConfig`: ``modalities``, ``reweighting``...).
 
         Example::
 
@@ -353,15 +389,14 @@ class MMoEPreTrainedModel(PreTrainedModel):
         weights come from ``AutoModel.from_pretrained(config.backbone_name_or_path)`` in the dtype the model was
         built in and with its attention implementation, and each expert's LoRA weights from the adapter folder
         ``<expert>/`` of the checkpoint (local folder or Hub repo). Hub options (``cache_dir``, ``token``,
-        ``local_files_only``, ...) apply to both. ``output_loading_info`` then reports the backbone and adapter keys
-        as loaded. Checkpoints of earlier mmoe versions (backbone keys ``backbone.model.*``) load too.
+        ``local_files_only``, ...) apply to both. Neither ``output_loading_info`` nor transformers' load report lists
+        the backbone and adapter keys as missing then (see :meth:`post_init`): only weights that are really missing.
+
+        ``num_labels`` given alone re-heads a checkpoint as in transformers' own configs
+        (``from_pretrained(folder, num_labels=3, ignore_mismatched_sizes=True)``: new heads, ``id2label``
+        ``LABEL_0..2``).
         """
         want_info = kwargs.pop("output_loading_info", False)
-        # Checkpoints written before MMoEModel existed keep the backbone under `backbone.model.`.
-        target = "backbone.base_model.model."
-        if not issubclass(cls, MMoEModel):
-            target = f"{cls.base_model_prefix}.{target}"
-        kwargs.setdefault("key_mapping", {r"^backbone\.model\.": target})
         model, info = super().from_pretrained(
             pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
         )
@@ -372,10 +407,6 @@ class MMoEPreTrainedModel(PreTrainedModel):
             if kwargs.get("revision") is not None:
                 hub_kwargs["revision"] = kwargs["revision"]
             base.load_experts(pretrained_model_name_or_path, subfolder=kwargs.get("subfolder"), **hub_kwargs)
-            prefix = "" if base is model else f"{model.base_model_prefix}."
-            info["missing_keys"] = type(info["missing_keys"])(
-                key for key in info["missing_keys"] if not key.startswith(f"{prefix}backbone.")
-            )
         return (model, info) if want_info else model
 
     hub_publisher: ClassVar[Callable[..., Any] | None] = None
@@ -415,6 +446,17 @@ class MMoEPreTrainedModel(PreTrainedModel):
         return self.hub_publisher(self, repo_id, **kwargs)
 
 
+class MMoEPreTrainedModel(MixturePreTrainedModel):
+    """:class:`MixturePreTrainedModel` for an :class:`MMoEConfig`."""
+
+    config_class = MMoEConfig
+
+
+def _log_probs(probs: torch.Tensor) -> torch.Tensor:
+    """``log`` of class probabilities ``[B, C]``, with zeros clamped to the smallest positive float (finite logits)."""
+    return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+
+
 def _adapter_parameters(entry: nn.Module | nn.Parameter) -> list[nn.Parameter]:
     return [entry] if isinstance(entry, nn.Parameter) else list(entry.parameters())
 
@@ -427,58 +469,46 @@ def _map_backbone_key(key: str, target: set[str]) -> str | None:
     wrapped = f"{module}.base_layer.{leaf}"
     return wrapped if wrapped in target else None
 
-def _repeat_batch(inputs: dict[str, Any], batch_size: int, times: int) -> dict[str, Any]:
-    """Every batch-sized tensor of ``inputs`` repeated ``times`` along the batch: ``[B, ...]`` -> ``[times * B, ...]``
-    (copy ``i`` is rows ``i * B`` to ``(i + 1) * B``)."""
-    return {
-        key: value.repeat(times, *([1] * (value.dim() - 1)))
-        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch_size
-        else value
-        for key, value in inputs.items()
-    }
-
-
-class MMoEModel(MMoEPreTrainedModel):
-    """The MMoE base model: one backbone, one LoRA adapter per expert, pooling.
+class MixtureModel(MixturePreTrainedModel):
+    """The base model of every mixture: one backbone, one LoRA adapter per expert, pooling, and the one way to run
+    adapter groups (:meth:`run_groups`). :class:`MMoEModel` and :class:`~.modeling_i2moe.I2MoEModel` extend it.
 
     Attributes:
         backbone: a peft ``PeftModel`` wrapping the ``AutoModel`` backbone, with one LoRA adapter per expert (named
             as in ``config.experts``). State-dict keys start with ``backbone.base_model.model.``.
         experts: the expert names, in the order of ``expert_hidden_states``.
-        router_adapter: ``"router_adapter"`` when ``config.router_input == "adapter"`` (the router's own LoRA
-            adapter, held by ``backbone`` beside the experts'), else ``None``.
+        adapter_names: every LoRA adapter of ``backbone``: the experts', then any extra adapter of the subclass.
+        pooled_adapter: the adapter of the ``pooled_output`` pass (``None``: the bare backbone).
         hidden_size: ``H``, the width of the pooled states.
+        pooling: the resolved pooling (``"first"``, ``"last"`` or ``"mean"``).
+        takes_images: whether the backbone takes ``pixel_values`` (ViLT, LLaVA, BLIP-2; not BERT/Qwen2).
 
-    ``forward`` returns :class:`MMoEModelOutput`: every expert's pooled state ``[B, E, H]`` and the router pass's
-    pooled state ``[B, H]``: adapter-free, or through the router's adapter when there is one.
+    ``forward`` returns :class:`MMoEModelOutput`: every expert's pooled state ``[B, E, H]`` and the pooled state of
+    the ``pooled_output`` pass ``[B, H]``.
 
     Precision: ``from_pretrained(..., dtype=torch.bfloat16)`` (or a bf16/fp16 backbone given to
     :meth:`from_backbone`) puts the frozen backbone in that dtype while the LoRA adapters stay float32, as peft's
     ``PeftModel`` keeps them (``autocast_adapter_dtype=True``).
     """
 
-    # A classifier checkpoint loaded as the base model: its heads and router are not part of this model.
-    _keys_to_ignore_on_load_unexpected = [r"^expert_heads\.", r"^router\."]
-    # False for I2MoE, whose reweighting model reads the experts' passes: it has no router to give an adapter to.
-    _router_adapter_allowed: ClassVar[bool] = True
+    # A classifier checkpoint loaded as the base model: its own layers are not part of this model.
+    _keys_to_ignore_on_load_unexpected = [r"^expert_heads\.", r"^router\.", r"^reweighting\."]
 
-    def __init__(self, config: MMoEConfig, backbone: PreTrainedModel | None = None) -> None:
+    def __init__(
+        self, config: MixtureConfig, backbone: PreTrainedModel | None = None, extra_adapters: tuple[str, ...] = (),
+        pooled_adapter: str | None = None,
+    ) -> None:
         super().__init__(config)
-        config.validate_mmoe()
+        config.validate_mixture()
         if backbone is None:
             backbone = AutoModel.from_config(config.backbone_config)
         self.hidden_size = resolve_hidden_size(config.backbone_config, config.backbone_hidden_size)
         self.pooling = resolve_pooling(config.pooling, config.backbone_config)
         self.experts = list(config.experts)
-        # The router's own adapter (router_input="adapter") lives beside the experts' and replaces the adapter-free
-        # pass; it is no expert: it has no head and is trained with the router.
-        self.router_adapter = (
-            ROUTER_ADAPTER if self._router_adapter_allowed and getattr(config, "router_input", None) == "adapter"
-            else None
-        )
-        self.adapter_names = self.experts + ([self.router_adapter] if self.router_adapter else [])
+        self.adapter_names = self.experts + list(extra_adapters)
+        self.pooled_adapter = pooled_adapter
         # A backbone takes images iff its forward names `pixel_values` (ViLT, LLaVA, BLIP-2; not BERT/Qwen2).
-        self._takes_images = "pixel_values" in inspect.signature(backbone.forward).parameters
+        self.takes_images = "pixel_values" in inspect.signature(backbone.forward).parameters
         self._language_model_states = needs_language_model_hidden_states(config.backbone_config)
 
         try:
@@ -496,11 +526,7 @@ class MMoEModel(MMoEPreTrainedModel):
                 f"target_modules={self.expert_lora_config(self.experts[0]).target_modules!r}: {error}. Set "
                 "`lora_target_modules` to names of its linear layers (e.g. ['q_proj', 'v_proj'])."
             ) from error
-        # Let device_map="auto" keep the backbone's blocks whole.
-        self._no_split_modules = set(getattr(backbone, "_no_split_modules", None) or [])
-        # The attention support of this model is the backbone's.
-        for flag in _ATTENTION_FLAGS:
-            setattr(self, flag, getattr(backbone, flag, False))
+        self.copy_backbone_support(backbone)
         self._active_adapters: tuple[str, ...] | None = None
         # Fused expert passes (one base matmul + one batched LoRA product per layer); None when not covered.
         self._fused_plan = install_fused_lora(self.backbone, self.adapter_names)
@@ -633,15 +659,6 @@ class MMoEModel(MMoEPreTrainedModel):
             param.requires_grad_(grads[name])
         self._active_adapters = adapters
 
-    def _pooled(self, backbone_inputs: dict[str, Any], adapters: tuple[str, ...]) -> torch.Tensor:
-        """Run the backbone with ``adapters`` active and pool: ``[B, H]``."""
-        self._clear_fused_plan()
-        self._activate(adapters)
-        return self._pool(self.backbone(**backbone_inputs), backbone_inputs)
-
-    def _pool(self, outputs: Any, backbone_inputs: dict[str, Any]) -> torch.Tensor:
-        return pool_hidden_states(self.last_hidden_state(outputs), backbone_inputs.get("attention_mask"), self.pooling)
-
     def last_hidden_state(self, outputs: Any) -> torch.Tensor:
         """The backbone's last hidden states ``[B, T', H]`` from its output."""
         if self._language_model_states:
@@ -656,84 +673,88 @@ class MMoEModel(MMoEPreTrainedModel):
             )
         return hidden
 
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """``hidden`` ``[N, T', H]`` pooled with this model's pooling: ``[N, H]``."""
+        return pool_hidden_states(hidden, attention_mask, self.pooling)
+
+    @staticmethod
+    def repeat_batch(inputs: dict[str, Any], batch_size: int, times: int) -> dict[str, Any]:
+        """Every batch-sized tensor of ``inputs`` repeated ``times`` along the batch: ``[B, ...]`` -> ``[times * B,
+        ...]`` (copy ``i`` is rows ``i * B`` to ``(i + 1) * B``): the layout :meth:`run_groups` takes."""
+        if times == 1:
+            return dict(inputs)
+        return {
+            key: value.repeat(times, *([1] * (value.dim() - 1)))
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch_size
+            else value
+            for key, value in inputs.items()
+        }
+
     def run_groups(self, grouped_inputs: dict[str, Any], groups: list[str | None]) -> torch.Tensor:
         """Run the backbone on a batch laid out as ``len(groups)`` groups of ``B`` rows each, group ``g`` (rows
         ``g * B`` to ``(g + 1) * B``) with the adapter ``groups[g]`` active (``None``: no adapter, last group only).
         Returns the last hidden states ``[len(groups) * B, T', H]``.
 
-        Groups may repeat an expert (I2MoE runs each expert on the full and on masked inputs) and may hold
-        different inputs. With the fused path (:mod:`.fused_lora`) this is one backbone call, in training too;
-        otherwise one call per group.
+        Groups may repeat an adapter (I2MoE runs each expert on the full and on masked inputs) and may hold different
+        inputs (:meth:`repeat_batch` builds the plain layout). Three ways, the same result:
+
+        - **fused** (``config.batched_experts`` and ``config.fused_experts``, LoRA on ``Linear`` layers only): one
+          backbone call, one base matmul per layer and one batched LoRA product (:mod:`.fused_lora`), in training
+          too, with activation checkpointing as well;
+        - **peft's mixed-adapter batch** (``adapter_names=``; not fused, ``batched_experts``, inference only);
+        - **sequential**: one backbone call per group (one group, ``batched_experts=False``, or training without the
+          fused path; several groups with activation checkpointing are then refused, because recomputation during
+          backward would run with whichever adapter was activated last).
         """
         if None in groups[:-1]:
             raise ValueError("run_groups: only the last group may run without adapter.")
         for name in groups:
             if name is not None:
-                self._check_expert(name)
-        fused = self.config.batched_experts and getattr(self.config, "fused_experts", True) and self._fused_plan
-        if fused:
+                self._check_adapter(name)
+        several = len(groups) > 1
+        fused = self.config.batched_experts and self.config.fused_experts and self._fused_plan is not None
+        if fused and several:
             plan = self._fused_plan
+            # Every adapter is applied by the fused layers from the plan; peft's own active adapter is left as it is.
             plan.experts = tuple(name for name in groups if name is not None)
             plan.with_base = groups[-1] is None
-            keep_plan = self.training and self._checkpointing()  # see _pooled_fused
+            # With activation checkpointing the layers run again during backward, so the plan stays set until the
+            # next pass of this model sets or clears it (every pass does).
+            keep_plan = self.training and self._checkpointing()
             try:
                 return self.last_hidden_state(self.backbone(**grouped_inputs))
             finally:
                 if not keep_plan:
                     self._clear_fused_plan()
-        if self.training and len(groups) > 1 and self._checkpointing():
+        self._clear_fused_plan()
+        if self.config.batched_experts and several and not self.training:
+            total = self.batch_size(grouped_inputs)
+            rows = total // len(groups)
+            self._activate(tuple(name for name in groups if name is not None))
+            adapter_names = [_BASE if name is None else name for name in groups for _ in range(rows)]
+            return self.last_hidden_state(self.backbone(**grouped_inputs, adapter_names=adapter_names))
+        if self.training and several and self._checkpointing():
             raise ValueError(
                 "Running several adapters in one training step with activation checkpointing needs the fused expert "
-                "path (config.batched_experts=True, config.fused_experts=True, LoRA on Linear layers only); turn "
-                "checkpointing off."
+                "path (config.batched_experts=True, config.fused_experts=True, LoRA on Linear layers only); train one "
+                "expert at a time (train_expert) or turn checkpointing off."
             )
         total = self.batch_size(grouped_inputs)
-        batch_size = total // len(groups)
+        rows = total // len(groups)
         hidden = []
         for index, name in enumerate(groups):
-            rows = slice(index * batch_size, (index + 1) * batch_size)
-            part = {k: v[rows] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == total else v
-                    for k, v in grouped_inputs.items()}
-            self._clear_fused_plan()
+            part = grouped_inputs if not several else {
+                k: v[index * rows:(index + 1) * rows] if isinstance(v, torch.Tensor) and v.dim() > 0
+                and v.shape[0] == total else v
+                for k, v in grouped_inputs.items()
+            }
             self._activate(() if name is None else (name,))
             hidden.append(self.last_hidden_state(self.backbone(**part)))
-        return torch.cat(hidden, dim=0)
-
-    def _pooled_mixed_batch(
-        self, backbone_inputs: dict[str, Any], batch_size: int, names: list[str]
-    ) -> tuple[torch.Tensor, ...]:
-        """The passes ``names`` (experts, and ``__base__`` for no adapter) as one ``len(names) * B`` batch, through
-        peft's public ``PeftModel.forward(..., adapter_names=...)``; returns ``len(names)`` ``[B, H]``."""
-        repeated = _repeat_batch(backbone_inputs, batch_size, len(names))
-        self._clear_fused_plan()
-        self._activate(tuple(name for name in names if name != _BASE))
-        adapter_names = [name for name in names for _ in range(batch_size)]
-        outputs = self.backbone(**repeated, adapter_names=adapter_names)
-        return self._pool(outputs, repeated).split(batch_size, dim=0)
+        return torch.cat(hidden, dim=0) if several else hidden[0]
 
     def _checkpointing(self) -> bool:
         """True when activation (gradient) checkpointing is on in the backbone."""
         return any(getattr(module, "gradient_checkpointing", False) is True for module in self.backbone.modules())
-
-    def _pooled_fused(
-        self, backbone_inputs: dict[str, Any], batch_size: int, names: list[str]
-    ) -> tuple[torch.Tensor, ...]:
-        """The passes ``names`` (experts, then optionally ``__base__``) as one ``len(names) * B`` batch through the
-        fused LoRA layers (:mod:`.fused_lora`); returns ``len(names)`` ``[B, H]``. Works in training too."""
-        repeated = _repeat_batch(backbone_inputs, batch_size, len(names))
-        experts = [name for name in names if name != _BASE]
-        plan = self._fused_plan
-        # Every adapter is applied by the fused layers from the plan; peft's own active adapter is left as it is.
-        plan.experts, plan.with_base = tuple(experts), len(experts) < len(names)
-        # With activation checkpointing the layers run again during backward, so the plan stays set until the next
-        # pass of this model sets or clears it (every pass does, see _clear_fused_plan).
-        keep_plan = self.training and self._checkpointing()
-        try:
-            outputs = self.backbone(**repeated)
-        finally:
-            if not keep_plan:
-                self._clear_fused_plan()
-        return self._pool(outputs, repeated).split(batch_size, dim=0)
 
     def _clear_fused_plan(self) -> None:
         if self._fused_plan is not None:
@@ -762,7 +783,8 @@ class MMoEModel(MMoEPreTrainedModel):
         return_dict: bool | None = None,
         **backbone_kwargs: Any,
     ) -> MMoEModelOutput | tuple[torch.Tensor, ...]:
-        """Run the backbone once per expert (its adapter active) and once without adapter, and pool.
+        """Run the backbone once per expert (its adapter active) and once for ``pooled_output``, and pool; the passes
+        are groups of one :meth:`run_groups` call.
 
         Args:
             input_ids, attention_mask, token_type_ids, position_ids: ``[B, T]``; inputs_embeds ``[B, T, H]``.
@@ -770,8 +792,8 @@ class MMoEModel(MMoEPreTrainedModel):
                 (``pixel_values`` ``[B, 3, height, width]``). A text backbone given ``pixel_values``, or a
                 vision-language backbone given none, raises ``ValueError``.
             experts: the experts to run (default: all of ``config.experts``, in that order).
-            output_pooled_output: also run the router's pass (``pooled_output``): adapter-free, or through
-                ``router_adapter`` when the model has one.
+            output_pooled_output: also run the ``pooled_output`` pass: adapter-free, or through
+                :attr:`pooled_adapter` (MMoE's router adapter) when the model has one.
             return_dict: ``False`` returns ``output.to_tuple()`` (default ``config.return_dict``).
 
         Returns:
@@ -793,21 +815,12 @@ class MMoEModel(MMoEPreTrainedModel):
         experts = list(self.experts if experts is None else experts)
         for expert in experts:
             self._check_expert(expert)
-        names = experts + ([self.router_adapter or _BASE] if output_pooled_output else [])
-        fused = self.config.batched_experts and getattr(self.config, "fused_experts", True) and self._fused_plan
-        if self.training and len(names) > 1 and not fused and self._checkpointing():
-            # Recomputation during backward would run with whichever adapter was activated last.
-            raise ValueError(
-                "Training several experts at once with activation checkpointing needs the fused expert path "
-                "(config.batched_experts=True, config.fused_experts=True, LoRA on Linear layers only); train one "
-                "expert at a time (train_expert) or turn checkpointing off."
-            )
-        if fused and len(names) > 1:
-            pooled = list(self._pooled_fused(backbone_inputs, batch_size, names))
-        elif self.config.batched_experts and not self.training and len(names) > 1:
-            pooled = list(self._pooled_mixed_batch(backbone_inputs, batch_size, names))
-        else:
-            pooled = [self._pooled(backbone_inputs, () if name == _BASE else (name,)) for name in names]
+        groups: list[str | None] = experts + ([self.pooled_adapter] if output_pooled_output else [])
+        pooled: list[torch.Tensor] = []
+        if groups:
+            grouped = self.repeat_batch(backbone_inputs, batch_size, len(groups))
+            hidden = self.run_groups(grouped, groups)
+            pooled = list(self.pool(hidden, grouped.get("attention_mask")).split(batch_size, dim=0))
         pooled_output = pooled.pop() if output_pooled_output else None
         expert_hidden_states = (
             torch.stack(pooled, dim=1) if pooled
@@ -819,13 +832,13 @@ class MMoEModel(MMoEPreTrainedModel):
     def _check_modalities(self, backbone_inputs: dict[str, Any]) -> None:
         """Refuse images for a text backbone and a vision-language backbone without images."""
         model_type = self.config.backbone_config.model_type
-        if "pixel_values" in backbone_inputs and not self._takes_images:
+        if "pixel_values" in backbone_inputs and not self.takes_images:
             raise ValueError(
                 f"Backbone {model_type!r} is a text-only model and cannot take `pixel_values`. Use a vision-language "
                 "backbone (ViLT, LLaVA, BLIP-2), or the image-captioned route: put an image caption into the text "
                 "(e.g. MMoECollator(text_template='{caption} {text}')) and drop the image column."
             )
-        if self._takes_images and not any(key in backbone_inputs for key in _IMAGE_INPUT_KWARGS):
+        if self.takes_images and not any(key in backbone_inputs for key in _IMAGE_INPUT_KWARGS):
             raise ValueError(
                 f"Backbone {model_type!r} is a vision-language model and needs `pixel_values` (got only "
                 f"{sorted(backbone_inputs)}). Build batches with mmoe.data.multimodal_collator.MultimodalCollator and "
@@ -833,21 +846,52 @@ class MMoEModel(MMoEPreTrainedModel):
             )
 
     def batch_size(self, backbone_inputs: dict[str, Any]) -> int:
+        """``B``: the first dimension of ``input_ids``, ``inputs_embeds`` or ``pixel_values``."""
         for key in ("input_ids", "inputs_embeds", "pixel_values"):
             if key in backbone_inputs:
                 return backbone_inputs[key].shape[0]
         raise ValueError("MMoE forward needs `input_ids`, `inputs_embeds` or `pixel_values`.")
 
 
+class MMoEModel(MixtureModel):
+    """The MMoE base model (``AutoModel`` of an MMoE checkpoint): :class:`MixtureModel` with, when
+    ``config.router_input == "adapter"``, the router's own LoRA adapter beside the experts'.
+
+    Attributes:
+        router_adapter: ``"router_adapter"`` when ``config.router_input == "adapter"`` (the router's own LoRA adapter,
+            held by ``backbone`` beside the experts', run for ``pooled_output``), else ``None``.
+
+    ``forward`` returns :class:`MMoEModelOutput`: every expert's pooled state ``[B, E, H]`` and the router pass's
+    pooled state ``[B, H]``: adapter-free, or through the router's adapter when there is one.
+    """
+
+    config_class = MMoEConfig
+
+    def __init__(self, config: MMoEConfig, backbone: PreTrainedModel | None = None) -> None:
+        config.validate_mmoe()
+        # The router's own adapter (router_input="adapter") lives beside the experts' and replaces the adapter-free
+        # pass; it is no expert: it has no head and is trained with the router.
+        router_adapter = ROUTER_ADAPTER if config.router_input == "adapter" else None
+        super().__init__(
+            config, backbone=backbone, extra_adapters=(router_adapter,) if router_adapter else (),
+            pooled_adapter=router_adapter,
+        )
+
+    @property
+    def router_adapter(self) -> str | None:
+        """The router's own adapter (``"router_adapter"``), or ``None``."""
+        return self.pooled_adapter
+
 
 class MMoEExpertHeadsMixin:
-    """What the classifiers on :class:`MMoEModel` share: ``self.mmoe`` and one head per expert in ``expert_heads``.
+    """What the classifiers on a :class:`MixtureModel` share (MMoE's and I2MoE's): ``self.mmoe`` and one head per
+    expert in ``expert_heads``.
 
     Embedding delegation, per-expert parameter names, copying an expert's weights between models
     (:meth:`expert_state_dict` / :meth:`load_expert_state_dict`) and the label checks of ``forward``.
     """
 
-    mmoe: MMoEModel
+    mmoe: MixtureModel
     expert_heads: nn.ModuleDict
     experts: list[str]
 
@@ -947,9 +991,12 @@ class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
     State-dict keys: ``mmoe.backbone.base_model.model.<backbone module>...`` (adapters: ``...lora_A.<expert>...``),
     ``expert_heads.<expert>.out_proj.*``, ``router.net.*``.
 
-    Training targets (see :meth:`train_expert`, :meth:`train_router`, :meth:`train_mixture`) decide which parameters
-    are trainable; :meth:`train_expert` also makes ``forward`` run only that expert. A freshly built or loaded model
-    runs the full mixture with everything frozen but the heads, adapters and router (all trainable).
+    Training modes (``training_target``: ``"mixture"``, ``"expert"`` or ``"router"``; set by :meth:`train_mixture`,
+    :meth:`train_expert`, :meth:`train_router`) decide which parameters are trainable and what ``forward`` computes as
+    its loss, so that a plain ``transformers.Trainer`` trains each stage: the mixture's fused NLL, one expert's
+    cross-entropy, or the router's objective (``config.router_objective``) with the experts frozen. ``logits`` are
+    log class probabilities in every mode. A freshly built or loaded model is in mixture mode, with everything frozen
+    but the heads, adapters and router.
 
     Precision: ``from_pretrained(..., dtype=torch.bfloat16)`` (or a bf16/fp16 backbone given to
     :meth:`from_backbone`) puts the frozen backbone in that dtype, while the LoRA adapters, the heads and the router
@@ -963,9 +1010,7 @@ class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
         self.mmoe = MMoEModel(config, backbone=backbone)
         self.experts = list(config.experts)
         self.hidden_size = self.mmoe.hidden_size
-        self._no_split_modules = set(self.mmoe._no_split_modules)
-        for flag in _ATTENTION_FLAGS:
-            setattr(self, flag, getattr(self.mmoe, flag))
+        self.copy_backbone_support(self.mmoe)
         self.expert_heads = nn.ModuleDict(
             {name: MMoEClassificationHead(self.hidden_size, config.num_labels, config.classifier_dropout)
              for name in self.experts}
@@ -973,35 +1018,38 @@ class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
         # The router reads the adapter-free pooled state [B, H], (router_input="experts") the experts' pooled states
         # side by side [B, E * H], which needs no backbone pass of its own, or (router_input="adapter") the pooled
         # state [B, H] of its own LoRA adapter, which can learn what no expert needed (a relation between modalities).
-        router_width = self.hidden_size * (len(self.experts) if self._router_reads_experts else 1)
-        self.router = MMoERouter(router_width, len(self.experts), config.router_hidden_size, config.router_dropout)
+        self.router = MMoERouter(
+            self._router_input_width(), len(self.experts), config.router_hidden_size, config.router_dropout
+        )
         # from_pretrained(dtype=bf16/fp16) builds the model under that default dtype; the heads and the router stay
         # float32 (_keep_in_fp32_modules_strict), also when their weights are missing from the checkpoint.
         for module in (self.expert_heads, self.router):
             if any(param.dtype in (torch.float16, torch.bfloat16) for param in module.parameters()):
                 module.float()
-        self.training_target: str | None = None
+        self.training_target: str = "mixture"
+        self.trained_expert: str | None = None
         self.post_init()
         self.train_mixture()
 
+    # ------------------------------------------------------------------ training modes
     def train_expert(self, expert: str) -> MMoEForSequenceClassification:
-        """Make only ``expert``'s LoRA adapter and head trainable; ``forward`` then runs only that expert.
-
-        ``logits`` are the expert's raw logits ``[B, C]`` and ``loss`` its cross-entropy against ``labels``.
-        """
+        """Expert-training mode: only ``expert``'s LoRA adapter and head are trainable, and ``forward`` runs only that
+        expert: ``logits`` ``[B, C]`` = ``log_softmax`` of its logits, ``expert_logits`` ``[B, 1, C]`` its raw logits,
+        ``loss`` its cross-entropy at ``labels``."""
         self._check_expert(expert)
-        self.training_target = expert
+        self.training_target, self.trained_expert = "expert", expert
         self._set_trainable(set(self.expert_parameter_names(expert)))
         return self
 
     def train_router(self) -> MMoEForSequenceClassification:
-        """Make only the router (and the router's own adapter, if any) trainable; ``forward`` keeps running the full
-        mixture (``logits`` ``[B, C]``).
+        """Router-training mode: only the router (and the router's own adapter, if any) is trainable, and ``forward``
+        computes ``config.router_objective`` with the experts frozen.
 
-        The pipeline trains the router on the features of :meth:`router_features`, cached, or, with the router's own
-        adapter, on :meth:`router_scores` (see ``mmoe.training.pipeline``).
+        ``forward`` then also takes cached inputs, so that a plain ``transformers.Trainer`` trains the router on
+        precomputed columns: ``router_inputs`` ``[B, D]`` (what :meth:`router_features` returns; no backbone pass) and
+        ``expert_logits`` ``[B, E, C]`` (the frozen experts' logits). See :meth:`forward`.
         """
-        self.training_target = None
+        self.training_target, self.trained_expert = "router", None
         self._set_trainable(set(self.router_parameter_names()))
         return self
 
@@ -1013,8 +1061,9 @@ class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
         return [name for name, _ in self.named_parameters() if pattern.search(name)]
 
     def train_mixture(self) -> MMoEForSequenceClassification:
-        """Back to the full mixture: every adapter, head and the router trainable, the backbone frozen."""
-        self.training_target = None
+        """Mixture mode (the default): every adapter, head and the router trainable, the backbone frozen; ``forward``
+        runs the full mixture and its loss is the fused prediction's NLL at ``labels``."""
+        self.training_target, self.trained_expert = "mixture", None
         pattern = re.compile(r"(^|\.)lora_|^expert_heads\.|^router\.")
         self._set_trainable({name for name, _ in self.named_parameters() if pattern.search(name)})
         return self
@@ -1040,11 +1089,11 @@ class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
     def router_features(self, **inputs: Any) -> torch.Tensor:
         """The router's input: its own backbone pass (adapter-free, or through the router's adapter), pooled,
         ``[B, H]`` (``MMoEModel``'s ``pooled_output``), or with ``config.router_input="experts"`` every expert's pooled
-        state, ``[B, E * H]``; without gradients.
+        state, ``[B, E * H]``; without gradients. ``forward(router_inputs=...)`` takes them back.
 
         The backbone is frozen and the experts are trained before the router, so without a router adapter these
-        features are constant while the router trains: the pipeline computes them once and trains the router head on
-        the cached matrix.
+        features are constant while the router trains: they can be computed once and the router head trained on the
+        cached matrix.
         """
         reads_experts = self._router_reads_experts
         states = self.mmoe(**inputs, experts=None if reads_experts else [], output_pooled_output=not reads_experts,
@@ -1072,12 +1121,15 @@ class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
         image_sizes: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         interaction_labels: torch.Tensor | None = None,
+        expert_logits: torch.Tensor | None = None,
+        router_inputs: torch.Tensor | None = None,
         fusion: str | None = None,
         fusion_weights: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **backbone_kwargs: Any,
     ) -> MMoESequenceClassifierOutput | tuple[torch.Tensor, ...]:
-        """Run the mixture.
+        """Run the model in its training mode (:meth:`train_mixture`, the default; :meth:`train_expert`;
+        :meth:`train_router`).
 
         Args:
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds: ``[B, T]`` (embeds
@@ -1085,19 +1137,36 @@ class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
             pixel_values, pixel_mask, image_sizes, **backbone_kwargs: passed through to vision-language
                 backbones (``pixel_values`` ``[B, 3, height, width]``). A text backbone given ``pixel_values``, or
                 a vision-language backbone given none, raises ``ValueError``.
-            labels: ``[B]`` class indices; adds ``loss``.
-            interaction_labels: ``[B]`` expert index of each example's gold interaction, for ``fusion="oracle"``.
-            fusion: overrides ``config.fusion`` for this call.
+            labels: ``[B]`` class indices; the loss of the mixture, of an expert and of the router's ``"mixture"``
+                objective.
+            interaction_labels: ``[B]`` expert index of each example's gold interaction: for ``fusion="oracle"`` and
+                the router's ``"interaction"`` objective.
+            expert_logits: ``[B, E, C]`` cached raw logits of the frozen experts (router mode only): the experts are
+                not run.
+            router_inputs: ``[B, D]`` cached router features, as :meth:`router_features` returns them (router mode
+                only): the router reads them and the backbone does not run for the router.
+            fusion: overrides ``config.fusion`` for this call (mixture mode; router mode always fuses with the
+                router's weights, the rule it trains).
             fusion_weights: ``[E]`` weights for ``fusion="prior"`` (default ``config.prior_weights``).
             return_dict: ``False`` returns ``output.to_tuple()`` (default ``config.return_dict``).
 
         Returns:
-            :class:`MMoESequenceClassifierOutput`: ``logits`` ``[B, C]`` (log fused probabilities),
-            ``expert_logits`` ``[B, E, C]``, ``router_weights`` ``[B, E]``, ``router_logits`` ``[B, E]``, ``loss``
-            when labels are given. After :meth:`train_expert`: ``logits`` and ``loss`` of that expert only.
+            :class:`MMoESequenceClassifierOutput`. ``logits`` ``[B, C]`` are always log class probabilities.
+
+            - mixture mode: ``logits`` (log fused probabilities), ``expert_logits`` ``[B, E, C]``,
+              ``router_weights`` / ``router_logits`` ``[B, E]``, ``loss`` = fused NLL at ``labels``.
+            - expert mode: ``logits`` = ``log_softmax`` of the expert's logits, ``expert_logits`` ``[B, 1, C]``,
+              ``loss`` = its cross-entropy at ``labels``.
+            - router mode: ``router_logits`` from ``router_inputs`` or the router's own pass (with gradients),
+              ``expert_logits`` from ``expert_logits`` or computed without gradients and without dropout (the
+              experts are frozen), ``logits`` (log of the router-fused probabilities), ``router_weights``;
+              ``loss`` per ``config.router_objective``: ``"mixture"`` = fused NLL at ``labels``,
+              ``"interaction"`` = ``focal_loss(router_logits, interaction_labels, router_focal_gamma,
+              router_focal_alpha)``; no loss without those labels. With the interaction objective, only
+              ``router_inputs`` and no ``expert_logits``, ``logits`` and ``expert_logits`` are ``None``.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        backbone_inputs = self.mmoe.backbone_inputs({
+        raw_inputs = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "token_type_ids": token_type_ids,
@@ -1107,16 +1176,29 @@ class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
             "pixel_mask": pixel_mask,
             "image_sizes": image_sizes,
             **backbone_kwargs,
-        })
+        }
+        if self.training_target == "router":
+            output = self._router_forward(
+                raw_inputs, labels, interaction_labels, expert_logits, router_inputs, fusion, fusion_weights
+            )
+            return output if return_dict else output.to_tuple()
+        if expert_logits is not None or router_inputs is not None:
+            raise ValueError(
+                "`expert_logits` and `router_inputs` are cached inputs of the router's training: call "
+                "model.train_router() first (in mixture and expert mode the model computes them itself)."
+            )
+        backbone_inputs = self.mmoe.backbone_inputs(raw_inputs)
         batch_size = self.mmoe.batch_size(backbone_inputs)
         self._check_labels(labels, interaction_labels, batch_size)
 
-        if self.training_target is not None:
-            expert = self.training_target
+        if self.training_target == "expert":
+            expert = self.trained_expert
             states = self.mmoe(**backbone_inputs, experts=[expert], output_pooled_output=False, return_dict=True)
-            logits = self.expert_heads[expert](states.expert_hidden_states[:, 0])
-            loss = nn.functional.cross_entropy(logits.float(), labels.long()) if labels is not None else None
-            output = MMoESequenceClassifierOutput(loss=loss, logits=logits)
+            raw = self.expert_heads[expert](states.expert_hidden_states[:, 0])
+            loss = nn.functional.cross_entropy(raw.float(), labels.long()) if labels is not None else None
+            output = MMoESequenceClassifierOutput(
+                loss=loss, logits=nn.functional.log_softmax(raw.float(), dim=-1), expert_logits=raw.unsqueeze(1)
+            )
             return output if return_dict else output.to_tuple()
 
         states = self.mmoe(**backbone_inputs, output_pooled_output=not self._router_reads_experts, return_dict=True)
@@ -1127,12 +1209,120 @@ class MMoEForSequenceClassification(MMoEExpertHeadsMixin, MMoEPreTrainedModel):
         loss = fused_nll_loss(probs, labels) if labels is not None else None
         output = MMoESequenceClassifierOutput(
             loss=loss,
-            logits=probs.clamp_min(torch.finfo(probs.dtype).tiny).log(),
+            logits=_log_probs(probs),
             expert_logits=expert_logits,
             router_weights=router_weights,
             router_logits=router_logits,
         )
         return output if return_dict else output.to_tuple()
+
+    def _router_forward(
+        self,
+        raw_inputs: dict[str, Any],
+        labels: torch.Tensor | None,
+        interaction_labels: torch.Tensor | None,
+        expert_logits: torch.Tensor | None,
+        router_inputs: torch.Tensor | None,
+        fusion: str | None,
+        fusion_weights: torch.Tensor | None,
+    ) -> MMoESequenceClassifierOutput:
+        """``forward`` after :meth:`train_router`: the router's objective with the experts frozen."""
+        if fusion not in (None, "router") or fusion_weights is not None:
+            raise ValueError(
+                f"In router-training mode the prediction is fused with the router's weights (the rule being trained); "
+                f"got fusion={fusion!r}. Call model.train_mixture() to compare fusion rules."
+            )
+        objective = self.config.router_objective
+        has_backbone_inputs = any(value is not None for value in raw_inputs.values())
+        backbone_inputs = self.mmoe.backbone_inputs(raw_inputs) if has_backbone_inputs else {}
+        batch_size = self._router_batch_size(backbone_inputs, expert_logits, router_inputs)
+        self._check_labels(labels, interaction_labels, batch_size)
+        self._check_cached(expert_logits, router_inputs, batch_size)
+        if objective == "mixture" and expert_logits is None and not has_backbone_inputs:
+            raise ValueError(
+                "router_objective='mixture' fuses the experts' predictions: give `expert_logits` [B, E, C] (cached) "
+                "or the backbone inputs (input_ids, pixel_values, ...) to compute them."
+            )
+        if router_inputs is None and not has_backbone_inputs:
+            raise ValueError("The router needs `router_inputs` [B, D] (cached router_features) or the backbone inputs.")
+
+        need_experts = expert_logits is None and has_backbone_inputs
+        if router_inputs is None and self._router_reads_experts:
+            # The router reads the frozen experts' pooled states: one pass gives its features and their logits.
+            with self._frozen_experts():
+                states = self.mmoe(**backbone_inputs, output_pooled_output=False, return_dict=True)
+                router_inputs = self.router_inputs(states)
+                if need_experts:
+                    expert_logits = self.expert_logits_from(states)
+        elif need_experts:
+            with self._frozen_experts():
+                states = self.mmoe(**backbone_inputs, output_pooled_output=False, return_dict=True)
+                expert_logits = self.expert_logits_from(states)
+        if router_inputs is None:
+            router_logits = self.router_scores(**backbone_inputs)  # the router's own pass, with gradients
+        else:
+            router_logits = self.router(router_inputs)
+        router_weights = router_logits.float().softmax(-1).to(router_logits.dtype)
+        probs = logits = None
+        if expert_logits is not None:
+            probs = fuse(expert_logits.float(), "router", router_weights.float())
+            logits = _log_probs(probs)
+        loss = None
+        if objective == "mixture" and labels is not None:
+            loss = fused_nll_loss(probs, labels)
+        elif objective == "interaction" and interaction_labels is not None:
+            loss = focal_loss(
+                router_logits, interaction_labels, self.config.router_focal_gamma, self.config.router_focal_alpha
+            )
+        return MMoESequenceClassifierOutput(
+            loss=loss, logits=logits, expert_logits=expert_logits, router_weights=router_weights,
+            router_logits=router_logits,
+        )
+
+    @contextmanager
+    def _frozen_experts(self) -> Iterator[None]:
+        """Run the frozen experts as constants: no gradients, and no dropout (eval mode), as their cached logits
+        were computed; the previous train/eval state is restored afterwards."""
+        modules = [self.mmoe, self.expert_heads]
+        states = [(module, module.training) for root in modules for module in root.modules()]
+        for root in modules:
+            root.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            for module, training in states:
+                module.training = training
+
+    def _router_batch_size(
+        self, backbone_inputs: dict[str, Any], expert_logits: torch.Tensor | None, router_inputs: torch.Tensor | None
+    ) -> int:
+        if backbone_inputs:
+            return self.mmoe.batch_size(backbone_inputs)
+        for value in (router_inputs, expert_logits):
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                return value.shape[0]
+        raise ValueError("The router needs `router_inputs` [B, D], `expert_logits` [B, E, C] or backbone inputs.")
+
+    def _check_cached(
+        self, expert_logits: torch.Tensor | None, router_inputs: torch.Tensor | None, batch_size: int
+    ) -> None:
+        """Refuse cached tensors of the wrong shape (another batch, another model's experts or router input)."""
+        experts, classes = len(self.experts), self.config.num_labels
+        if expert_logits is not None and tuple(expert_logits.shape) != (batch_size, experts, classes):
+            raise ValueError(
+                f"`expert_logits` must have shape [B, E, C] = [{batch_size}, {experts}, {classes}] (the raw logits of "
+                f"the experts {self.experts}), got {list(expert_logits.shape)}."
+            )
+        width = self._router_input_width()
+        if router_inputs is not None and tuple(router_inputs.shape) != (batch_size, width):
+            raise ValueError(
+                f"`router_inputs` must have shape [B, D] = [{batch_size}, {width}] (router_features() of this model, "
+                f"router_input={self.config.router_input!r}), got {list(router_inputs.shape)}."
+            )
+
+    def _router_input_width(self) -> int:
+        return self.hidden_size * (len(self.experts) if self._router_reads_experts else 1)
 
     def _fuse(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from mmoe.hub_cards.cli import main as card_main
 from mmoe.hub_cards.publish import UPLOAD_ALLOWLIST, files_to_upload, push_output_dir, remote_code_files
 from mmoe.training import cli, validation
-from mmoe.training.arguments import DEFAULT_BACKBONE, DataArguments, ModelArguments
+from mmoe.training.arguments import DEFAULT_BACKBONE, DataArguments, MMoETrainingArguments, ModelArguments
 from mmoe.training.cli import main, parse_arguments, train
 from mmoe.training.pipeline_data import encode_string_labels, num_labels_of, validate_dataset
 from mmoe.training.validation import ArgumentsError, backbone_problem, check_arguments
@@ -32,13 +33,15 @@ REPO_ID = "org/name"
 
 @pytest.fixture
 def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any call into the pipeline fails the test: refusals must come before it."""
-    from mmoe.training import pipeline
+    """Loading the data or running the trainer fails the test: refusals must come before both."""
+    from mmoe.training import sources
+    from mmoe.training.trainer import MMoETrainer
 
     def refuse(*_: Any, **__: Any) -> None:
-        raise AssertionError("the pipeline ran although the options are invalid")
+        raise AssertionError("the data was loaded or the trainer ran although the options are invalid")
 
-    monkeypatch.setattr(pipeline, "run_pipeline", refuse)
+    monkeypatch.setattr(sources, "load_source", refuse)
+    monkeypatch.setattr(MMoETrainer, "train", refuse)
 
 
 def _refused(argv: list[str], match: str) -> ArgumentsError:
@@ -104,11 +107,9 @@ RANGE_CASES = [
     (["--router_focal_gamma", "-1"], "--router_focal_gamma must be >= 0"),
     (["--router_focal_alpha", "0"], "--router_focal_alpha must be > 0"),
     (["--router_hidden_size", "-1"], "--router_hidden_size must be >= 0"),
-    (["--pooling", "max"], "--pooling must be one of auto, first, last, mean"),
     (["--max_length", "0"], "--max_length must be > 0"),
     (["--num_folds", "1"], "--num_folds must be >= 2"),
     (["--unimodal_num_train_epochs", "0"], "--unimodal_num_train_epochs must be > 0"),
-    (["--unimodal_source", "magic"], "--unimodal_source must be one of"),
     (["--min_confidence", "1.5"], r"--min_confidence must be in \[0, 1\]"),
     (["--min_confidence", "-0.1"], r"--min_confidence must be in \[0, 1\]"),
     (["--min_minority_fraction", "0"], r"--min_minority_fraction must be in \(0, 0.5\]"),
@@ -144,6 +145,30 @@ def test_out_of_range_options_are_refused_before_training(
     assert not out.exists()
 
 
+# Options with a fixed set of values are argparse choices (listed by --help): the parser refuses an unknown value
+# with status 2 before anything else runs; built in Python, the dataclasses refuse it with mmoe's own message.
+CHOICE_CASES = [
+    (["--pooling", "max"], lambda: ModelArguments(pooling="max"), "--pooling must be one of auto, first, last, mean"),
+    (["--unimodal_source", "magic"], lambda: MMoETrainingArguments(output_dir="unused", unimodal_source="magic"),
+     "--unimodal_source must be one of auto, precomputed, trained"),
+]
+
+
+@pytest.mark.parametrize(("flags", "build", "message"), CHOICE_CASES, ids=[" ".join(f) for f, _, _ in CHOICE_CASES])
+def test_unknown_choices_are_refused_before_training(
+    flags: list[str], build: Any, message: str, tmp_path: Path, no_training: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        train([*S, "--output_dir", str(out), *flags])
+    assert exit_info.value.code == 2
+    assert re.search(rf"argument {flags[0]}(/\S+)?: invalid choice: {flags[1]!r}", capsys.readouterr().err)
+    assert not out.exists()
+    with pytest.raises(ArgumentsError, match=message):
+        build()
+
+
 def test_nothing_to_train_is_refused(tmp_path: Path, no_training: None) -> None:
     error = _refused([*S, "--output_dir", str(tmp_path), "--max_steps", "-1", "--num_train_epochs", "-1"],
                      "Nothing would be trained")
@@ -153,6 +178,13 @@ def test_nothing_to_train_is_refused(tmp_path: Path, no_training: None) -> None:
     args = parse_arguments([*S, "--max_steps", "-1", "--num_train_epochs", "0", "--baseline_num_train_epochs", "1",
                             "--expert_num_train_epochs", "1", "--router_num_train_epochs", "1"])
     check_arguments(*args)
+    # ...and only the stages of the method count: I2MoE trains the baseline and the i2moe stage
+    args = parse_arguments([*S, "--max_steps", "-1", "--num_train_epochs", "0", "--method", "i2moe",
+                            "--baseline_num_train_epochs", "1", "--i2moe_num_train_epochs", "1"])
+    check_arguments(*args)
+    error = _refused([*S, "--output_dir", str(tmp_path), "--max_steps", "-1", "--num_train_epochs", "0",
+                      "--baseline_num_train_epochs", "1", "--i2moe_num_train_epochs", "1"], "Nothing would")
+    assert "--expert_num_train_epochs" in str(error) and "--router_num_train_epochs" in str(error)
 
 
 def test_every_problem_is_reported_at_once_and_main_exits_with_status_2(
@@ -173,7 +205,14 @@ def test_dataclasses_check_their_ranges_when_built() -> None:
         ModelArguments(lora_r=0)
     with pytest.raises(ValueError, match="--max_train_samples must be >= 1"):
         DataArguments(max_train_samples=0)
-    assert DataArguments(max_train_samples=1, min_confidence=0.0, min_minority_fraction=0.5).max_train_samples == 1
+    assert DataArguments(max_train_samples=1).max_train_samples == 1
+    # the categorization's options live on the recipe now, and check their ranges there (bounds included)
+    with pytest.raises(ValueError, match=r"--min_confidence must be in \[0, 1\]"):
+        MMoETrainingArguments(output_dir="unused", min_confidence=1.5)
+    with pytest.raises(ValueError, match=r"--min_minority_fraction must be in \(0, 0.5\]"):
+        MMoETrainingArguments(output_dir="unused", min_minority_fraction=0.0)
+    args = MMoETrainingArguments(output_dir="unused", min_confidence=0.0, min_minority_fraction=0.5)
+    assert (args.min_confidence, args.min_minority_fraction) == (0.0, 0.5)
 
 
 # ------------------------------------------------------------------------------------------ backbones
@@ -204,7 +243,7 @@ def test_offline_hub_id_missing_from_the_cache_is_refused(monkeypatch: pytest.Mo
 
 
 def test_every_tiny_backbone_name_the_validation_accepts_is_built_by_the_pipeline(tmp_path: Path) -> None:
-    from mmoe.training.pipeline import resolve_backbone
+    from mmoe.training.backbones import resolve_backbone
 
     for name in validation.TINY_BACKBONES:
         folder = Path(resolve_backbone(name, tmp_path))
@@ -237,7 +276,7 @@ def test_config_file_then_override_flags(tmp_path: Path) -> None:
     model_args, data_args, training_args = parse_arguments([str(config), "--lora_r", "4", "--seeds", "2"])
     assert model_args.lora_r == 4 and model_args.lora_alpha == 8 and model_args.backbone == "tiny-bert"  # flag wins
     assert training_args.seeds == [2] and training_args.learning_rate == 5e-4 and training_args.disable_tqdm
-    assert data_args.num_labels is None and data_args.text_template == "- {text}"
+    assert training_args.num_labels is None and training_args.text_template == "- {text}"
     assert training_args.report_to == [] and training_args.lr_scheduler_kwargs == {"min_lr": 0.0001}
     assert data_args.synthetic_num_train == 1200 and training_args.output_dir == "outputs/mmoe-demo"  # the preset
     as_json = tmp_path / "run.json"
@@ -270,7 +309,8 @@ def _splits(train: list, validation: list | None = None, feature: Any = None, **
     return DatasetDict(splits)
 
 
-DATA_ARGS = DataArguments(dataset="synthetic", text_template="{text}")
+ARGS = MMoETrainingArguments(output_dir="unused", report_to="none", text_template="{text}")
+TEMPLATE = "{text}"
 
 
 def test_gaps_in_inferred_labels_are_refused_not_a_bigger_model() -> None:
@@ -279,7 +319,7 @@ def test_gaps_in_inferred_labels_are_refused_not_a_bigger_model() -> None:
         num_labels_of(dataset, "label")
     assert "[2, 3, 4] never occur" in str(info.value) and "--num_labels" in str(info.value)
     assert num_labels_of(dataset, "label", declared=6) == 6  # declared: the gap is intended
-    validate_dataset(dataset, DATA_ARGS, 6)
+    validate_dataset(dataset, ARGS, TEMPLATE, 6)
     with pytest.raises(ValueError, match=r"\[-1\] are negative"):
         num_labels_of(_splits([-1, 0, 1]), "label")
     with pytest.raises(ValueError, match="single class"):
@@ -290,17 +330,17 @@ def test_a_class_missing_from_training_is_refused() -> None:
     dataset = _splits([0, 1, 0, 1], [0, 1, 5], test=[0, 1, 2])
     assert num_labels_of(dataset, "label") == 2
     with pytest.raises(ValueError, match="class 5 appears in validation but never in train") as info:
-        validate_dataset(dataset, DATA_ARGS, 2)
+        validate_dataset(dataset, ARGS, TEMPLATE, 2)
     assert "class 2 appears in test but never in train" in str(info.value)
     assert "labels [5] are outside 0..1" in str(info.value)
     # within the declared range but unseen in training: still refused
     with pytest.raises(ValueError, match="class 2 appears in validation but never in train"):
-        validate_dataset(_splits([0, 1], [0, 2], feature=ClassLabel(names=["a", "b", "c"])), DATA_ARGS, 3)
+        validate_dataset(_splits([0, 1], [0, 2], feature=ClassLabel(names=["a", "b", "c"])), ARGS, TEMPLATE, 3)
 
 
 def test_labels_outside_the_declared_range_name_column_split_and_values() -> None:
     with pytest.raises(ValueError, match=r"Column 'label' of split 'train': labels \[3, 4\] are outside 0..2"):
-        validate_dataset(_splits([0, 1, 2, 3, 4], [0, 1, 2, 3, 4]), DATA_ARGS, 3)
+        validate_dataset(_splits([0, 1, 2, 3, 4], [0, 1, 2, 3, 4]), ARGS, TEMPLATE, 3)
 
 
 def test_string_labels_are_refused_with_a_hint_and_encoded_when_loading() -> None:
@@ -332,13 +372,13 @@ def test_none_float_and_bool_labels_are_refused() -> None:
     with pytest.raises(ValueError, match=r"holds booleans \[True, False\]"):
         num_labels_of(_splits([True, False], [0, 1]), "label", declared=2)
     with pytest.raises(ValueError, match="holds booleans"):
-        validate_dataset(_splits([0, 1], [True, False]), DATA_ARGS, 2)
+        validate_dataset(_splits([0, 1], [True, False]), ARGS, TEMPLATE, 2)
 
 
 def test_labels_are_read_whatever_the_format() -> None:
     dataset = _splits([0, 1, 1], [1, 0]).with_format("torch")
     assert num_labels_of(dataset, "label") == 2
-    validate_dataset(dataset, DATA_ARGS, 2)
+    validate_dataset(dataset, ARGS, TEMPLATE, 2)
 
 
 # ------------------------------------------------------------------------------------------ upload allowlist
@@ -365,7 +405,7 @@ def test_push_output_dir_skips_unknown_files_with_a_warning(
     sent = _sent(captured_hub)
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= sent
     assert "secrets.env" not in sent and "notes.txt" not in sent
-    assert "secrets.env" in caplog.text and "notes.txt" in caplog.text and "allowlist" in caplog.text
+    assert "secrets.env" in caplog.text and "notes.txt" in caplog.text and "Not uploading 2 file(s)" in caplog.text
     assert (folder / "secrets.env").read_text() == "HF_TOKEN=hf_secret\n"  # skipped, not deleted
 
 
@@ -448,7 +488,7 @@ def test_config_file_run_maps_string_labels_and_publishes_exactly_its_files(
     assert run["hyperparameters"]["max_steps"] == 2  # the flag after the config file won
     with caplog.at_level(logging.WARNING):
         published = files_to_upload(out)
-    assert "allowlist" not in caplog.text  # everything the pipeline writes at the root is allowlisted
+    assert "Not uploading" not in caplog.text  # everything the run writes at the root is allowlisted
     assert published == sorted(p.name for p in out.iterdir() if p.is_file())
 
 

@@ -155,6 +155,8 @@ def test_lambda_zero_is_the_plain_weighted_mixture():
     torch.testing.assert_close(out.expert_logits, expert_logits, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.expert_weights, weights, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.loss, F.cross_entropy(logits, batch["labels"]), rtol=1e-4, atol=1e-5)
+    # `logits` are the log class probabilities of the weighted sum of the experts' logits
+    torch.testing.assert_close(out.logits, logits.log_softmax(-1), rtol=1e-4, atol=1e-5)
 
 
 def test_fused_and_sequential_passes_agree_in_training():
@@ -228,6 +230,28 @@ def test_save_and_reload_without_mmoe_installed(tmp_path):
     local = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     assert isinstance(local, I2MoEForSequenceClassification)
     assert isinstance(AutoModel.from_pretrained(folder), I2MoEModel)
+
+
+def test_configs_are_siblings_and_an_earlier_i2moe_config_with_router_fields_loads(tmp_path):
+    """I2MoEConfig and MMoEConfig share MixtureConfig, and neither has the other's fields; a config.json written when
+    I2MoEConfig still inherited the router's fields loads (those are dropped)."""
+    from mmoe import MixtureConfig, MMoEConfig
+
+    assert issubclass(I2MoEConfig, MixtureConfig) and issubclass(MMoEConfig, MixtureConfig)
+    assert not issubclass(I2MoEConfig, MMoEConfig) and not issubclass(MMoEConfig, I2MoEConfig)
+    model = _model().eval()
+    assert not any(key.startswith("router") or key in ("fusion", "prior_weights") for key in model.config.to_dict())
+    folder = tmp_path / "saved"
+    model.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(router_hidden_size=256, router_dropout=0.1, router_input="backbone", router_focal_gamma=2.0,
+                  router_focal_alpha=1.0, fusion="router", prior_weights=None)
+    (folder / "config.json").write_text(json.dumps(config))
+    again = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    assert isinstance(again, I2MoEForSequenceClassification) and not hasattr(again.config, "router_input")
+    batch = _batch()
+    with torch.no_grad():
+        torch.testing.assert_close(again(**batch).logits, model(**batch).logits)
 
 
 def test_truncation_cuts_the_longest_column_first_and_keeps_every_modality():

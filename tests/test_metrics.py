@@ -21,10 +21,11 @@ from transformers import EvalPrediction
 from mmoe.hub_cards import MMoEModelCardData
 from mmoe.hub_cards.context import template_context
 from mmoe.metrics import METRIC_NAMES, classification_scores, load_classification_metric
-from mmoe.training import pipeline
+from mmoe.training import seeds, trainer
 from mmoe.training.arguments import MMoETrainingArguments
 from mmoe.training.cli import format_summary, parse_arguments, train
 from mmoe.training.degenerate import degenerate_warnings
+from mmoe.training.stages.common import selection_metric
 from mmoe.training.trainer_utils import make_compute_metrics, scores
 from mmoe.training.validation import ArgumentsError, training_argument_problems
 
@@ -85,7 +86,7 @@ def test_compute_metrics_reports_balanced_accuracy_and_macro_f1():
 def test_empty_block_and_seed_spread_cover_the_new_metrics():
     assert scores(np.array([]), np.array([]), 2) == dict.fromkeys(METRIC_NAMES, 0.0)
     runs = [{"mmoe": scores(np.array(p), np.array(r), 2)} for p, r, _ in CASES[:2]]
-    combined = pipeline.aggregate_seeds(runs)
+    combined = seeds.aggregate_seeds(runs)
     for name in METRIC_NAMES:
         values = [run["mmoe"][name] for run in runs]
         assert combined["mmoe"][name] == pytest.approx(np.mean(values))
@@ -112,10 +113,9 @@ def test_selection_metric_defaults_to_macro_f1_and_refuses_unknown_names():
 def test_single_class_validation_falls_back_only_for_positive_class_metrics(metric, one_class_choice):
     """On one class binary F1/precision/recall are constant; balanced accuracy equals accuracy and macro-F1 grows
     with it, so those two are kept."""
-    ctx = SimpleNamespace(training_args=SimpleNamespace(selection_metric=metric),
-                          data_args=SimpleNamespace(label_column="label"))
-    assert pipeline._selection_metric(ctx, "synergy", Dataset.from_dict({"label": [1, 1, 1]})) == one_class_choice
-    assert pipeline._selection_metric(ctx, "synergy", Dataset.from_dict({"label": [0, 1, 1]})) == metric
+    ctx = SimpleNamespace(args=SimpleNamespace(selection_metric=metric, label_column="label"))
+    assert selection_metric(ctx, "synergy", Dataset.from_dict({"label": [1, 1, 1]})) == one_class_choice
+    assert selection_metric(ctx, "synergy", Dataset.from_dict({"label": [0, 1, 1]})) == metric
     # ...and the reason holds: on one class, balanced accuracy is the accuracy and macro-F1 is monotone in it.
     references = np.ones(10, dtype=int)
     ranked = []
@@ -166,7 +166,7 @@ def degenerate_run(tmp_path_factory, tiny_bert_dir):
     selection, training and scoring run unchanged."""
     root = tmp_path_factory.mktemp("degenerate")
     data = _imbalanced_dataset(root)
-    real = pipeline.evaluate_mixture
+    real = trainer.evaluate_mixture
 
     def one_class(mix_out, base_out, *args, **kwargs):
         base_out = {**base_out, "logits": np.tile(np.array([0.0, 1.0], dtype=np.float32), (len(base_out["logits"]), 1))}
@@ -175,7 +175,7 @@ def degenerate_run(tmp_path_factory, tiny_bert_dir):
         return real({**mix_out, "expert_logits": expert_logits}, base_out, *args, **kwargs)
 
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(pipeline, "evaluate_mixture", one_class)
+    monkeypatch.setattr(trainer, "evaluate_mixture", one_class)
     try:
         args = _tiny_args(tiny_bert_dir, data, root / "out", "--baseline_num_train_epochs", "4",
                           "--learning_rate", "5e-3", "--per_device_train_batch_size", "4")

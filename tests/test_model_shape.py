@@ -4,6 +4,7 @@ as peft adapters with the backbone referenced by its Hub id (or embedded when it
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -15,8 +16,8 @@ import huggingface_hub
 import pytest
 import torch
 from peft import PeftModel
-from safetensors.torch import load_file
-from transformers import AutoModel
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoModelForSequenceClassification
 
 from mmoe import MMoEConfig, MMoEForSequenceClassification, MMoEModel, MMoEModelOutput
 from mmoe.backbone_utils import pool_hidden_states
@@ -140,9 +141,12 @@ def test_logits_stay_b_by_c_after_train_router(tiny_bert_dir):
     assert out.logits.shape == (3, 3) and out.expert_logits.shape == (3, 3, 3)
     torch.testing.assert_close(out.router_weights.sum(-1), torch.ones(3))
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(name.startswith("router.") for name in trainable)
+    assert trainable == set(model.router_parameter_names())  # router.* and the router's own adapter (the default)
+    assert any(name.startswith("router.") for name in trainable) and any("router_adapter" in n for n in trainable)
     model.train_expert("synergy")
-    assert model(**_batch()).logits.shape == (3, 3)
+    out = model(**_batch())
+    assert out.logits.shape == (3, 3) and out.expert_logits.shape == (3, 1, 3)
+    torch.testing.assert_close(out.logits.exp().sum(-1), torch.ones(3))  # log class probabilities in every mode
 
 
 def test_attention_flags_are_the_backbones(tiny_bert_dir):
@@ -313,6 +317,73 @@ def test_save_backbone_true_embeds_a_hub_backbone(referenced, hub_cache, tmp_pat
     assert set(load_file(str(tmp_path / "model.safetensors"))) == set(model.state_dict())
     again = MMoEForSequenceClassification.from_pretrained(tmp_path).eval()  # no Hub cache needed
     torch.testing.assert_close(again(**_batch()).logits, model(**_batch()).logits)
+
+
+class _Records(logging.Handler):
+    """Collects the records of transformers' loggers (they do not propagate to the root logger, so caplog misses
+    them)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> _Records:
+        logging.getLogger("transformers").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("transformers").removeHandler(self)
+
+
+def test_referenced_layout_load_report_names_no_loaded_weight(referenced, hub_cache, tmp_path):
+    """The backbone and LoRA weights of a referenced checkpoint are loaded after transformers' own loading: its load
+    report must not call them "MISSING ... newly initialized". A weight that is really missing still is reported."""
+    model, folder = referenced
+    with _Records() as records:
+        again = MMoEForSequenceClassification.from_pretrained(folder, cache_dir=str(hub_cache), local_files_only=True)
+        base = AutoModel.from_pretrained(folder, cache_dir=str(hub_cache), local_files_only=True)
+    report = "\n".join(records.messages)
+    assert "MISSING" not in report and "backbone." not in report, report
+    assert isinstance(base, MMoEModel)
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(**_batch()).logits, model(**_batch()).logits)
+
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    weights = load_file(str(broken / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if not k.startswith("router.")}, str(broken / "model.safetensors"),
+              metadata={"format": "pt"})
+    with _Records() as records:
+        MMoEForSequenceClassification.from_pretrained(broken, cache_dir=str(hub_cache), local_files_only=True)
+    report = "\n".join(records.messages)
+    assert "router.net" in report and "backbone." not in report, report
+
+
+def test_num_labels_alone_reheads_a_checkpoint(tiny_bert_dir, tmp_path):
+    """As in transformers' own configs: ``num_labels`` given alone regenerates ``id2label``, and with
+    ``ignore_mismatched_sizes`` the heads are new, finite and of the new size; contradicting labels are refused."""
+    model = MMoEForSequenceClassification.from_backbone(str(tiny_bert_dir), num_labels=2, lora_r=2,
+                                                        id2label={0: "no", 1: "yes"})
+    model.save_pretrained(tmp_path)
+    again = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path, trust_remote_code=True, num_labels=3, ignore_mismatched_sizes=True
+    ).eval()
+    assert again.config.num_labels == 3 and again.config.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+    for head in again.expert_heads.values():
+        assert head.out_proj.weight.shape == (3, 32) and torch.isfinite(head.out_proj.weight).all()
+    out = again(**_batch())
+    assert out.logits.shape == (3, 3) and torch.isfinite(out.logits).all()
+    same = AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=True, num_labels=2)
+    assert same.config.id2label == {0: "no", 1: "yes"}  # the same number keeps the names
+    with pytest.raises(ValueError, match="num_labels"):
+        AutoModelForSequenceClassification.from_pretrained(
+            tmp_path, trust_remote_code=True, num_labels=3, id2label={0: "no", 1: "yes"}
+        )
+    with pytest.raises(ValueError, match="num_labels"):
+        MMoEConfig(backbone_config=tiny_backbone_config("bert"), num_labels=3, id2label={0: "no", 1: "yes"})
 
 
 def test_missing_expert_folder_in_referenced_layout_raises_clear_error(referenced, hub_cache, tmp_path):

@@ -12,8 +12,17 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from safetensors.torch import load_file
 
 from mmoe.losses import focal_loss
-from mmoe.training import pipeline
+from mmoe.training import seeds
 from mmoe.training.cli import parse_arguments, train
+from mmoe.training.stages import baseline as baseline_stage
+from mmoe.training.stages import common
+from mmoe.training.stages import experts as experts_stage
+from mmoe.training.stages import i2moe as i2moe_stage
+from mmoe.training.stages import router as router_stage
+
+TRAINING_STAGES = (baseline_stage, experts_stage, router_stage, i2moe_stage)
+"""The stage modules that train a model through :func:`mmoe.training.stages.common.train_stage` (each imports it
+by name, so a test that intercepts training patches it in every one of them)."""
 
 BLOCK_KEYS = {"accuracy", "precision", "recall", "f1", "balanced_accuracy", "macro_f1"}
 
@@ -212,7 +221,8 @@ def test_second_run_skips_finished_stages(finished_run, monkeypatch):
     def no_training(*_, **__):
         raise AssertionError("a finished stage was trained again")
 
-    monkeypatch.setattr(pipeline, "_train_part", no_training)
+    for module in TRAINING_STAGES:
+        monkeypatch.setattr(module, "train_stage", no_training)
     again = train(args)
     assert again["mmoe"] == results["mmoe"]
     assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("*/*.safetensors")}
@@ -222,14 +232,15 @@ def test_experts_start_from_the_baseline(tmp_path, tiny_bert_dir, monkeypatch):
     data = _precomputed_dataset(tmp_path / "data")
     out = tmp_path / "out"
     starts: dict[str, dict[str, torch.Tensor]] = {}
-    original = pipeline._train_part
+    original = common.train_stage
 
-    def recording(ctx, model, part, *rest, **kw):
-        if part in model.experts and part != "baseline":
-            starts[part] = model.expert_state_dict(part)
-        return original(ctx, model, part, *rest, **kw)
+    def recording(ctx, model, name, *rest, **kw):
+        expert = name.removeprefix("experts/")  # an expert's run is named experts/<expert>
+        if expert in model.experts and expert != "baseline":
+            starts[expert] = model.expert_state_dict(expert)
+        return original(ctx, model, name, *rest, **kw)
 
-    monkeypatch.setattr(pipeline, "_train_part", recording)
+    monkeypatch.setattr(experts_stage, "train_stage", recording)
     train(_tiny_args(tiny_bert_dir, data, out, "--num_train_epochs", "1"))
     baseline = load_file(str(out / "baseline" / "baseline.safetensors"))
     assert set(starts) == {"redundancy", "uniqueness", "synergy"}
@@ -320,7 +331,7 @@ def test_seeds_report_mean_and_std():
         {"mmoe": block(0.6, 0.5), "split": "test", "ce_moe": 0.2, "interaction_counts": {"train": {"synergy": 4}}},
         {"mmoe": block(0.8, 0.7), "split": "test", "ce_moe": 0.4, "interaction_counts": {"train": {"synergy": 4}}},
     ]
-    combined = pipeline.aggregate_seeds(runs)
+    combined = seeds.aggregate_seeds(runs)
     assert combined["mmoe"]["f1"] == pytest.approx(0.6) and combined["mmoe"]["f1_std"] == pytest.approx(0.1)
     assert combined["mmoe"]["accuracy_std"] == pytest.approx(0.1) and combined["mmoe"]["precision_std"] == 0.0
     assert combined["ce_moe"] == pytest.approx(0.3) and combined["ce_moe_std"] == pytest.approx(0.1)
@@ -360,9 +371,9 @@ def test_root_seed_is_the_best_validation_score_ties_to_the_lowest_seed():
     def run(f1):
         return {"validation": {"mmoe": {"f1": f1, "accuracy": 0.5}}}
 
-    assert pipeline.choose_root_seed([0, 1, 2], [run(0.4), run(0.7), run(0.6)], "f1")[0] == 1
-    assert pipeline.choose_root_seed([5, 2, 9], [run(0.7), run(0.7), run(0.6)], "f1")[0] == 2
-    seed, reason = pipeline.choose_root_seed([0, 1], [run(0.1), run(0.2)], "accuracy")
+    assert seeds.choose_root_seed([0, 1, 2], [run(0.4), run(0.7), run(0.6)], "f1")[0] == 1
+    assert seeds.choose_root_seed([5, 2, 9], [run(0.7), run(0.7), run(0.6)], "f1")[0] == 2
+    seed, reason = seeds.choose_root_seed([0, 1], [run(0.1), run(0.2)], "accuracy")
     assert seed == 0 and "validation accuracy" in reason and "lowest seed" in reason
 
 
@@ -389,15 +400,14 @@ def test_model_push_to_hub_sends_weights_card_and_tokenizer_in_one_commit(finish
 def test_single_class_validation_subset_selects_by_accuracy(caplog):
     from types import SimpleNamespace
 
-    ctx = SimpleNamespace(training_args=SimpleNamespace(selection_metric="f1"),
-                          data_args=SimpleNamespace(label_column="label"))
+    ctx = SimpleNamespace(args=SimpleNamespace(selection_metric="f1", label_column="label"))
     one_class = Dataset.from_dict({"label": [1, 1, 1]})
     two_classes = Dataset.from_dict({"label": [0, 1, 1]})
     with caplog.at_level("WARNING", logger="mmoe"):
-        assert pipeline._selection_metric(ctx, "synergy", one_class) == "accuracy"
+        assert common.selection_metric(ctx, "synergy", one_class) == "accuracy"
     assert "single class" in caplog.text
-    assert pipeline._selection_metric(ctx, "synergy", two_classes) == "f1"
-    assert pipeline._selection_metric(ctx, "synergy", None) == "f1"
+    assert common.selection_metric(ctx, "synergy", two_classes) == "f1"
+    assert common.selection_metric(ctx, "synergy", None) == "f1"
 
 
 def test_confidence_filter_and_rebalancing_choose_the_expert_rows(tmp_path, tiny_bert_dir):
@@ -419,27 +429,46 @@ def test_confidence_filter_and_rebalancing_choose_the_expert_rows(tmp_path, tiny
 
 
 def test_router_mixture_objective_is_the_fused_nll():
-    """The mixture objective's loss is -log(sum_i w_i softmax(f_i)[y]), computed here by hand with numpy."""
-    from types import SimpleNamespace
+    """The router's objectives, as the router stage trains them (``train_router`` + cached ``router_inputs`` /
+    ``expert_logits``): the mixture objective's loss is -log(sum_i w_i softmax(f_i)[y]) and the interaction
+    objective's is the focal loss of the router's scores, both computed here by hand with numpy."""
+    from mmoe import MMoEConfig, MMoEForSequenceClassification
+    from mmoe.testing import tiny_backbone_config
 
-    torch.manual_seed(0)
-    router = torch.nn.Linear(4, 3)
-    fake = SimpleNamespace(router=router, config=SimpleNamespace(router_focal_gamma=2.0, router_focal_alpha=1.0))
-    module = pipeline.RouterHeadModule(fake, "mixture")
-    features, expert_logits = torch.randn(5, 4), torch.randn(5, 3, 2)
+    def model(objective: str) -> MMoEForSequenceClassification:
+        torch.manual_seed(0)
+        config = MMoEConfig(backbone_config=tiny_backbone_config("bert"), num_labels=2, router_hidden_size=0,
+                            router_input="backbone", router_objective=objective, router_focal_gamma=2.0,
+                            router_focal_alpha=0.5)
+        return MMoEForSequenceClassification(config).train_router().eval()  # eval: no router dropout
+
+    mixture = model("mixture")
+    linear = mixture.router.net[-1]  # router_hidden_size=0: one linear layer from the features to the scores
+    width = linear.in_features
+    torch.manual_seed(1)
+    features, expert_logits = torch.randn(5, width), torch.randn(5, 3, 2)
     labels = torch.tensor([0, 1, 1, 0, 1])
-    out = module(features=features, expert_logits=expert_logits, labels=labels)
-    w = np.exp(router(features).detach().numpy())
+    out = mixture(router_inputs=features, expert_logits=expert_logits, labels=labels)
+    scores = features.numpy() @ linear.weight.detach().numpy().T + linear.bias.detach().numpy()
+    w = np.exp(scores - scores.max(1, keepdims=True))
     w /= w.sum(1, keepdims=True)
     p = np.exp(expert_logits.numpy())
     p /= p.sum(2, keepdims=True)
     fused = (w[:, :, None] * p).sum(1)
     expected = -np.log(fused[np.arange(5), labels.numpy()]).mean()
-    assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
-    np.testing.assert_allclose(out["logits"].exp().detach().numpy(), fused, rtol=1e-5)
-    interaction = pipeline.RouterHeadModule(fake, "interaction")(features=features,
-                                                                  interaction_labels=torch.tensor([0, 1, 2, 0, 1]))
-    assert interaction["logits"].shape == (5, 3)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(out.logits.exp().detach().numpy(), fused, rtol=1e-5)
+    np.testing.assert_allclose(out.router_weights.detach().numpy(), w, rtol=1e-5)
+
+    interaction = model("interaction")
+    linear = interaction.router.net[-1]
+    targets = torch.tensor([0, 1, 2, 0, 1])
+    out = interaction(router_inputs=features, interaction_labels=targets)
+    assert out.router_logits.shape == (5, 3)
+    scores = features.numpy() @ linear.weight.detach().numpy().T + linear.bias.detach().numpy()
+    q = np.exp(scores - scores.max(1, keepdims=True))
+    q = (q / q.sum(1, keepdims=True))[np.arange(5), targets.numpy()]
+    assert out.loss.item() == pytest.approx((0.5 * (1 - q) ** 2 * -np.log(q)).mean(), rel=1e-5)
 
 
 def test_router_mixture_objective_end_to_end(tmp_path, tiny_bert_dir):
@@ -461,15 +490,15 @@ def test_small_experts_train_enough_steps():
     the figures are worked out by hand: 199 rows at batch 32 are 7 steps per epoch, so 60 steps need 9 epochs."""
     from types import SimpleNamespace
 
-    from mmoe.training.pipeline import _expert_epochs
+    from mmoe.training.stages.experts import expert_epochs
 
-    def epochs(rows: int, min_steps: int, expert_epochs: float | None = 3.0, accumulation: int = 1) -> float:
-        args = SimpleNamespace(expert_num_train_epochs=expert_epochs, num_train_epochs=5.0, world_size=1,
+    def epochs(rows: int, min_steps: int, expert_epochs_option: float | None = 3.0, accumulation: int = 1) -> float:
+        args = SimpleNamespace(expert_num_train_epochs=expert_epochs_option, num_train_epochs=5.0, world_size=1,
                                per_device_train_batch_size=32, gradient_accumulation_steps=accumulation,
                                expert_min_steps=min_steps)
-        return _expert_epochs(SimpleNamespace(training_args=args), rows)
+        return expert_epochs(SimpleNamespace(args=args), rows)
 
     assert epochs(199, 60) == 9.0
     assert epochs(663, 60) == 3.0  # 21 steps per epoch: 63 steps already
-    assert epochs(199, 0) == 3.0 and epochs(199, 0, expert_epochs=None) == 5.0
+    assert epochs(199, 0) == 3.0 and epochs(199, 0, expert_epochs_option=None) == 5.0
     assert epochs(199, 60, accumulation=2) == 15.0  # 4 optimizer steps per epoch

@@ -145,7 +145,8 @@ def test_a_model_without_a_run_card_is_pushed_by_transformers(
 def test_companion_files_are_defined_once_and_allowlisted() -> None:
     assert set(hub_utils.COMPANION_FILES) <= set(UPLOAD_ALLOWLIST)
     source = (PACKAGE / "hub_cards" / "publish.py").read_text()
-    assert "*COMPANION_FILES" in source and '"README.md"' not in source and '"*.png"' not in source
+    assert "*COMPANION_FILES" in source and '"README.md"' not in source and ".png" not in source
+    assert not any("*" in name for name in UPLOAD_ALLOWLIST)  # exact names: no glob matches a look-alike
 
 
 def _imports(path: Path) -> list[tuple[str, list[str]]]:
@@ -159,14 +160,16 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
     return found
 
 
-REMOTE_CODE = ("configuration_mmoe.py", "modeling_mmoe.py", "modeling_i2moe.py", "fused_lora.py", "backbone_utils.py",
-               "fusion.py", "losses.py")
+REMOTE_CODE = hub_utils.package_remote_code_files()
+"""Derived from the package's relative imports (not kept by hand): every module checked below is uploaded."""
 
 
 def test_the_remote_code_is_what_save_pretrained_copies(finished_run: dict[str, Path]) -> None:
-    """The list below is checked against the folder: a new remote-code module must pass the import check too."""
+    """Every module save_pretrained copies is remote code, passes the import check below and is uploaded."""
     saved = {p.name for p in finished_run["out"].glob("*.py")}
     assert saved <= set(REMOTE_CODE) and {"modeling_mmoe.py", "configuration_mmoe.py"} <= saved, saved
+    assert {"modeling_i2moe.py", "fused_lora.py"} <= set(REMOTE_CODE)
+    assert saved <= set(files_to_upload(finished_run["out"]))
     assert "hub_utils.py" not in saved
 
 

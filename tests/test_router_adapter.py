@@ -98,10 +98,16 @@ def test_router_adapter_name_is_reserved_and_unused_by_i2moe(tiny_bert_dir):
             tiny_bert_dir).config).validate_mmoe()
     from mmoe import I2MoEForSequenceClassification
 
+    # I2MoE has no router: its config refuses the router's options instead of ignoring them
+    with pytest.raises(ValueError, match="router_input"):
+        I2MoEForSequenceClassification.from_backbone(
+            str(tiny_bert_dir), num_labels=2, lora_r=2, modalities=["caption", "text"], router_input="adapter"
+        )
     i2moe = I2MoEForSequenceClassification.from_backbone(
-        str(tiny_bert_dir), num_labels=2, lora_r=2, modalities=["caption", "text"], router_input="adapter"
+        str(tiny_bert_dir), num_labels=2, lora_r=2, modalities=["caption", "text"]
     )
-    assert i2moe.mmoe.router_adapter is None and i2moe.mmoe.adapter_names == i2moe.experts
+    assert not hasattr(i2moe.mmoe, "router_adapter") and i2moe.mmoe.adapter_names == i2moe.experts
+    assert i2moe.mmoe.pooled_adapter is None and not hasattr(i2moe.config, "router_input")
 
 
 def test_pipeline_trains_the_router_adapter_with_the_experts_frozen(tmp_path, tiny_bert_dir):

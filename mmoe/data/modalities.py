@@ -31,6 +31,50 @@ def template_fields(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 
+CAPTION_MODALITY = "caption"
+"""In the image-captioned route the caption column stands in for the image."""
+
+
+def resolve_modalities(
+    method: str, template: str, image_column: str | None = None, modalities: Sequence[str] | None = None
+) -> list[str]:
+    """The run's modalities: ``modalities`` when given, else the method's default.
+
+    * I2MoE: the image (with an image column), then every template column (:func:`default_modalities`).
+    * MMoE compares two unimodal predictions: the image (or, in the captioned route, ``caption``) and ``text`` when
+      the template has them, else the template's two columns. Anything else needs ``--modalities``.
+    """
+    if modalities:
+        return list(modalities)
+    if method == "i2moe":
+        return default_modalities(template, image_column)
+    columns = template_fields(template)
+    vision = IMAGE_MODALITY if image_column else (CAPTION_MODALITY if CAPTION_MODALITY in columns else None)
+    if vision is not None and "text" in columns:
+        return [vision, "text"]
+    if image_column and len(columns) == 1:
+        return [IMAGE_MODALITY, columns[0]]
+    if not image_column and len(columns) == 2:
+        return columns
+    raise ValueError(
+        f"--modalities: MMoE categorizes rows with one unimodal predictor per modality and needs two; the text "
+        f"template {template!r} (columns {columns}) does not say which. Name two with --modalities (template columns, "
+        "or 'image' with --image_column)."
+    )
+
+
+def unimodal_views(modalities: Sequence[str]) -> dict[str, str]:
+    """MMoE's two unimodal predictors, named by the prediction columns they fill (``text_prediction``,
+    ``vision_prediction``): ``{"text": <modality>, "vision": <modality>}``. The vision side is the image or the
+    caption when one of them is a modality, else the second modality."""
+    names = list(modalities)
+    if len(names) != 2:
+        raise ValueError(f"MMoE needs exactly two modalities for its unimodal predictors, got {names}.")
+    vision = next((name for name in names if name in (IMAGE_MODALITY, CAPTION_MODALITY)), names[1])
+    text = next(name for name in names if name != vision)
+    return {"text": text, "vision": vision}
+
+
 def default_modalities(template: str, image_column: str | None = None) -> list[str]:
     """I2MoE's modalities when none are named: the image (with an image column), then every template column."""
     return ([IMAGE_MODALITY] if image_column else []) + template_fields(template)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ __all__ = [
     "check_dataset",
     "confidence_from_probabilities",
     "prediction_columns",
+    "parse_json",
+    "read_json_text",
     "read_prediction_file",
     "set_columns",
 ]
@@ -93,22 +96,70 @@ def check_dataset(dataset: Dataset, columns: Sequence[str], what: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def read_prediction_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Read released predictions: a JSON object ``{id: record}`` or JSON lines with an ``id``/``image_id`` key."""
+def read_json_text(path: str | Path, what: str) -> str:
+    """The text of ``path`` decoded as UTF-8; a file that is not raises ``ValueError`` naming it and the byte."""
     path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{what}: {path} is not UTF-8 text (byte {data[error.start:error.start + 1]!r} at offset {error.start}); "
+            "save it as UTF-8 JSON."
+        ) from None
+
+
+def parse_json(text: str, path: str | Path, what: str, line: int | None = None) -> Any:
+    """``json.loads(text)``; invalid JSON (e.g. a truncated file) raises ``ValueError`` naming the file, and the
+    line of a JSON-lines file. ``NaN``/``Infinity`` tokens are parsed (as Python does): the callers check the
+    fields they use, so that the message can name the record and the field."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        where = f"line {line}" if line is not None else f"line {error.lineno} column {error.colno}"
+        raise ValueError(f"{what}: {path} is not valid JSON at {where}: {error.msg}.") from None
+
+
+def read_prediction_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read released predictions: a JSON object ``{id: record}`` or JSON lines with an ``id``/``image_id`` key.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not UTF-8, not valid JSON (e.g. truncated), not an object of records, or a record
+            is not an object; the message names the file (and the id or line).
+    """
+    path = Path(path)
+    what = "read_prediction_file"
     if not path.is_file():
         raise FileNotFoundError(f"prediction file {str(path)!r} does not exist.")
-    text = path.read_text(encoding="utf-8")
+    text = read_json_text(path, what)
     if path.suffix == ".jsonl":
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        key = next((k for k in ("id", "image_id", "image") if records and k in records[0]), None)
+        numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        records = [(number, parse_json(line, path, what, line=number)) for number, line in numbered]
+        not_objects = [number for number, record in records if not isinstance(record, dict)]
+        if not_objects:
+            raise ValueError(f"{what}: {path} line(s) {not_objects[:5]} are not JSON objects.")
+        key = next((k for k in ("id", "image_id", "image") if records and k in records[0][1]), None)
         if key is None:
             raise ValueError(f"{path}: JSON lines need an 'id', 'image_id' or 'image' key per line.")
-        return {str(r[key]): r for r in records}
-    data = json.loads(text)
+        lacking = [number for number, record in records if key not in record]
+        if lacking:
+            raise ValueError(f"{what}: {path} line(s) {lacking[:5]} lack the {key!r} key of the first line.")
+        return {str(r[key]): r for _, r in records}
+    data = parse_json(text, path, what)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object {{id: record}}, got {type(data).__name__}.")
+    not_objects = [str(k) for k, v in data.items() if not isinstance(v, dict)]
+    if not_objects:
+        raise ValueError(
+            f"{what}: {path}: the record of id(s) {not_objects[:5]} is not a JSON object; expected "
+            "{id: {\"logits\": {...}, \"pred\": 0|1, ...}}."
+        )
     return {str(k): v for k, v in data.items()}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 def add_precomputed_predictions(
@@ -120,6 +171,7 @@ def add_precomputed_predictions(
     label_words: Sequence[str] = ("No", "Yes"),
     probabilities_key: str = "logits",
     prediction_key: str | None = "pred",
+    source: str | None = None,
 ) -> Dataset:
     """Join released unimodal predictions onto ``dataset`` by id.
 
@@ -131,34 +183,52 @@ def add_precomputed_predictions(
         prediction_key: field holding the released prediction. It is used as is (the authors' vision
             predictions are rebalanced, see :func:`balance_binary_predictions`, so they are not always the
             argmax); ``None`` or a record without it falls back to the argmax of the probabilities.
+        source: where ``predictions`` came from, named in error messages (defaults to the path when one is given).
 
     The probabilities are kept as released (they need not sum to 1); the confidence is their top-1 minus
-    top-2 difference, ``|p(yes) - p(no)|``. Missing ids raise ``ValueError`` naming them.
+    top-2 difference, ``|p(yes) - p(no)|``. Missing ids raise ``ValueError`` naming them; so does a probability
+    that is not a finite number (``NaN`` would otherwise categorize the row as if it were a prediction) and a
+    prediction that is not an integer label id, naming the source, the id and the row.
     """
     what = "add_precomputed_predictions"
     check_dataset(dataset, [id_column], what)
     if not isinstance(predictions, Mapping):
+        source = source or str(predictions)
         predictions = read_prediction_file(predictions)
+    origin = f"{source}: " if source else ""
     ids = [str(i) for i in dataset[id_column]]
     missing = [i for i in ids if i not in predictions]
     if missing:
         raise ValueError(
-            f"{what}: {len(missing)} id(s) have no {prefix} prediction, e.g. {missing[:5]}; "
+            f"{what}: {origin}{len(missing)} id(s) have no {prefix} prediction, e.g. {missing[:5]}; "
             "the prediction file must cover every row."
         )
     probs, preds = [], []
-    for i in ids:
+    for row, i in enumerate(ids):
+        where = f"{what}: {origin}the {prefix} prediction of id {i!r} (row {row})"
         record = predictions[i]
+        if not isinstance(record, Mapping):
+            raise ValueError(f"{where} is a {type(record).__name__}; expected a JSON object.")
         scores = record.get(probabilities_key) or {}
+        if not isinstance(scores, Mapping):
+            raise ValueError(f"{where} has {probabilities_key} = {scores!r}; expected an object {{label word: p}}.")
         absent = [w for w in label_words if w not in scores]
         if absent:
-            raise ValueError(f"{what}: the {prefix} prediction of id {i!r} lacks {probabilities_key}{absent}.")
+            raise ValueError(f"{where} lacks {probabilities_key}{absent}.")
+        for word in label_words:
+            value = scores[word]
+            if not _is_number(value) or not math.isfinite(float(value)):
+                raise ValueError(
+                    f"{where} has {probabilities_key}[{word!r}] = {value!r}; expected a finite number (a probability)."
+                )
         probs.append([float(scores[w]) for w in label_words])
         pred = record.get(prediction_key) if prediction_key else None
+        if pred is not None and not (isinstance(pred, (int, np.integer)) and not isinstance(pred, (bool, np.bool_))):
+            raise ValueError(f"{where} has {prediction_key} = {pred!r}; expected an integer label id.")
         preds.append(int(np.argmax(probs[-1])) if pred is None else int(pred))
     bad = [(i, p) for i, p in zip(ids, preds) if not 0 <= p < len(label_words)]
     if bad:
-        raise ValueError(f"{what}: {prefix} predictions outside 0..{len(label_words) - 1}, e.g. {bad[:3]}.")
+        raise ValueError(f"{what}: {origin}{prefix} predictions outside 0..{len(label_words) - 1}, e.g. {bad[:3]}.")
     return set_columns(dataset, prediction_columns(prefix, np.asarray(probs), np.asarray(preds)))
 
 

@@ -10,11 +10,16 @@
 """
 
 from ..training.callbacks import ModelCardCallback, non_default_arguments  # re-exported: defined in training/
+from ..training.trainer import MMoETrainer
 from .card_data import DEFAULT_TAGS, METRICS, MMoEModelCardData, is_hub_model_id
 from .citations import CITATIONS, I2MOE_BIBTEX, MMOE_BIBTEX
 from .model_card import TEMPLATE_PATH, is_generated_card, render_model_card, write_model_card
 from .plots import INTERACTION_F1_PLOT, PLOT_FILES, ROUTER_WEIGHTS_PLOT, write_plots
 from .publish import DEFAULT_IGNORE_PATTERNS, UPLOAD_ALLOWLIST, files_to_upload, push_output_dir
+
+# MMoETrainer (training/) writes the card and publishes through these; the card lives a layer above training.
+MMoETrainer.card_writer = staticmethod(write_model_card)
+MMoETrainer.publisher = staticmethod(push_output_dir)
 
 __all__ = [
     "CITATIONS",

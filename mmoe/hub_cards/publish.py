@@ -1,11 +1,14 @@
 """Upload a finished MMoE output folder to the Hugging Face Hub in one commit.
 
-Only root files named by one allowlist, :data:`UPLOAD_ALLOWLIST`, travel: weights, ``config.json``, the remote
-code (``configuration_mmoe.py``, ``modeling_mmoe.py`` and the modules they import), peft adapter files,
-tokenizer/processor files, ``README.md``, the PNG plots and the run's JSON reports. Any other root file (a
-``secrets.env``, notes, a stray script) stays local and is named in a warning. Sub-folders stay local: the
-pipeline's stage folders (``baseline/``, ``experts/``, ``router/``, ``categorize/``), per-seed runs (``seed-*/``),
-``checkpoint-*/`` and ``runs/``.
+Exactly the files the model, its tokenizer or processor and the run wrote travel, by exact name (no globs, so a
+``tokenizer_credentials.env`` or ``private_other_model.safetensors`` stays local): ``config.json``, the weights
+(``model.safetensors``, or the index and the shards it names), ``generation_config.json``, the remote code
+(derived from the package's relative imports, :func:`mmoe.hub_utils.package_remote_code_files`), the peft adapter
+folders of a referenced backbone, the tokenizer/processor files, ``README.md``, the card's plots and the run's
+JSON reports. Symlinks never travel, whatever their name. Any other root file (a ``secrets.env``, notes, a stray
+script) stays local and is named in a warning. Other sub-folders stay local: the pipeline's stage folders
+(``baseline/``, ``experts/``, ``router/``, ``categorize/``), per-seed runs (``seed-*/``), ``checkpoint-*/`` and
+``runs/``. The selection is :func:`mmoe.hub_utils.upload_files`, which ``model.push_to_hub`` uses too.
 
 The commit is made by :func:`mmoe.hub_utils.commit_folder`, the function ``model.push_to_hub`` ends in too: one
 :meth:`huggingface_hub.HfApi.create_commit` with the full operation list (``upload_folder`` may split large folders
@@ -14,75 +17,56 @@ into several commits when ``hf_xet`` is installed), the tags added to the upload
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import logging
 from pathlib import Path
 
 from huggingface_hub import CommitInfo, HfApi
 
-from ..configuration_mmoe import ROUTER_ADAPTER
-from ..hub_utils import COMPANION_FILES, DEFAULT_COMMIT_MESSAGE, commit_folder
+from ..hub_utils import (
+    COMPANION_FILES,
+    DEFAULT_COMMIT_MESSAGE,
+    DEFAULT_IGNORE_PATTERNS,
+    MODEL_FILES,
+    adapter_files,
+    commit_folder,
+    package_remote_code_files,
+    remote_code_files,
+    upload_files,
+)
 from .card_data import CONFIG_FILE, MMoEModelCardData
 from .model_card import CARD_FILE, is_generated_card, write_model_card
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "DEFAULT_IGNORE_PATTERNS",
+    "UPLOAD_ALLOWLIST",
+    "expert_adapter_files",
+    "files_to_upload",
+    "push_output_dir",
+    "remote_code_files",
+]
+
 UPLOAD_ALLOWLIST: tuple[str, ...] = (
-    # weights and configs
-    "*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
-    # remote code that save_pretrained copies: the auto_map modules and their relative imports
-    "configuration_mmoe.py", "modeling_mmoe.py", "backbone_utils.py", "fusion.py", "losses.py",
-    # peft adapters
-    "adapter_config.json", "adapter_model.safetensors",
+    # the model's own files, and the remote code derived from the package's relative imports
+    *MODEL_FILES, *package_remote_code_files(),
     # tokenizer / processor, model card, plots and the run's reports: what save_pretrained carries along too
     *COMPANION_FILES,
 )
-"""``fnmatch`` patterns of the root files that are published; nothing else is uploaded. The ``.py`` files named
-in the ``auto_map`` of the folder's configs (and the modules they import relatively) are added to it per folder
-by :func:`remote_code_files`, so remote code that grows a module still travels. The tokenizer, card, plot and
-report patterns are :data:`mmoe.hub_utils.COMPANION_FILES`, the files ``model.push_to_hub`` adds from the folder a
-model was loaded from: ``model.push_to_hub`` of such a model sends the same files as this allowlist."""
+"""Exact names (not patterns) of the root files that may be published. Per folder, the shards named by
+``model.safetensors.index.json``, the modules named in the folder's ``auto_map`` (and what they import
+relatively) and the adapter folders of a referenced backbone are added (:func:`mmoe.hub_utils.upload_files`).
+The tokenizer, card, plot and report names are :data:`mmoe.hub_utils.COMPANION_FILES`, the files
+``model.push_to_hub`` adds from the folder a model was loaded from: ``model.push_to_hub`` of such a model sends the
+same files."""
 
-DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (".*", "*.tmp", "*.lock", "*.pyc")
-"""Root files skipped silently (hidden and temporary files); any other root file outside
-:data:`UPLOAD_ALLOWLIST` is skipped with a warning. Sub-folders are never uploaded at all: the pipeline's stage
-folders (``baseline/``, ``experts/``, ``router/``, ``categorize/``), per-seed runs (``seed-*/``), ``checkpoint-*/``
-and ``runs/`` are intermediate outputs."""
-
-_AUTO_MAP_FILES = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
-
-
-def remote_code_files(output_dir: str | Path) -> list[str]:
-    """Root ``.py`` files that the folder's remote code needs: the modules named in the ``auto_map`` of its
-    configs and, recursively, the modules they import relatively (``from .fusion import fuse``)."""
-    from transformers.dynamic_module_utils import get_relative_imports
-
-    folder = Path(output_dir)
-    pending: list[str] = []
-    for config_name in _AUTO_MAP_FILES:
-        try:
-            auto_map = json.loads((folder / config_name).read_text(encoding="utf-8")).get("auto_map") or {}
-        except (OSError, ValueError, AttributeError):
-            continue
-        for value in auto_map.values() if isinstance(auto_map, dict) else []:
-            for reference in value if isinstance(value, (list, tuple)) else [value]:
-                # "module.Class" lives in this folder; "org/repo--module.Class" in another repository
-                if isinstance(reference, str) and "--" not in reference and "." in reference:
-                    pending.append(reference.rsplit(".", 1)[0] + ".py")
-    found: set[str] = set()
-    while pending:
-        name = pending.pop()
-        if name in found or "/" in name or not (folder / name).is_file():
-            continue
-        found.add(name)
-        pending += [f"{module}.py" for module in get_relative_imports(str(folder / name))]
-    return sorted(found)
+expert_adapter_files = adapter_files
+"""The adapter folders' files of a referenced backbone (:func:`mmoe.hub_utils.adapter_files`)."""
 
 
 def files_to_upload(output_dir: str | Path, ignore_patterns: list[str] | tuple[str, ...] | None = None) -> list[str]:
-    """Sorted names of the root files of ``output_dir`` that :func:`push_output_dir` sends: those matching
-    :data:`UPLOAD_ALLOWLIST` or needed by the remote code (:func:`remote_code_files`).
+    """Sorted paths (relative to ``output_dir``) of the files :func:`push_output_dir` sends: exactly those the
+    model, its tokenizer or processor and the run wrote (:func:`mmoe.hub_utils.upload_files`), never a symlink.
 
     Any other root file is left out with a warning naming it (hidden and temporary files, and ``ignore_patterns``,
     silently).
@@ -91,55 +75,7 @@ def files_to_upload(output_dir: str | Path, ignore_patterns: list[str] | tuple[s
         output_dir: the folder to publish.
         ignore_patterns: extra ``fnmatch`` patterns to leave out (added to :data:`DEFAULT_IGNORE_PATTERNS`).
     """
-    folder = Path(output_dir)
-    ignored = list(DEFAULT_IGNORE_PATTERNS) + list(ignore_patterns or [])
-    code = set(remote_code_files(folder))
-    selected, skipped = [], []
-    for path in sorted(folder.iterdir()):
-        name = path.name
-        if not path.is_file() or any(fnmatch.fnmatch(name, pattern) for pattern in ignored):
-            continue
-        if name in code or any(fnmatch.fnmatch(name, pattern) for pattern in UPLOAD_ALLOWLIST):
-            selected.append(name)
-        else:
-            skipped.append(name)
-    selected += expert_adapter_files(folder)
-    if skipped:
-        logger.warning(
-            "Not uploading %d file(s) of %s outside the upload allowlist: %s. Only model, tokenizer, card, plot "
-            "and report files are published (mmoe.hub_cards.publish.UPLOAD_ALLOWLIST); upload anything else "
-            "yourself if it is meant to be public.",
-            len(skipped), folder, ", ".join(skipped),
-        )
-    return selected
-
-
-_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-
-
-def expert_adapter_files(output_dir: str | Path) -> list[str]:
-    """``<expert>/adapter_config.json`` and ``<expert>/adapter_model.safetensors`` of every expert named in the
-    folder's ``config.json`` (and of the router's own adapter, ``router_adapter/``, for an MMoE model with
-    ``router_input: "adapter"``), when the model was saved with a referenced backbone (``save_backbone: false``):
-    those peft adapter folders hold the LoRA weights, so they travel with the root files."""
-    folder = Path(output_dir)
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if config.get("save_backbone") is not False:
-        return []
-    adapters = list(config.get("experts") or [])
-    if config.get("model_type") == "mmoe" and config.get("router_input") == "adapter":
-        adapters.append(ROUTER_ADAPTER)
-    files = [f"{adapter}/{name}" for adapter in adapters for name in _ADAPTER_FILES]
-    missing = [name for name in files if not (folder / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{folder} references its backbone (save_backbone: false) but lacks adapter files {missing}; "
-            "save the model again with save_pretrained."
-        )
-    return files
+    return upload_files(output_dir, ignore_patterns)
 
 
 def push_output_dir(
@@ -156,11 +92,12 @@ def push_output_dir(
     card_data: MMoEModelCardData | None = None,
     tags: list[str] | None = None,
 ) -> CommitInfo:
-    """Create ``repo_id`` if needed and upload the allowlisted root files of ``output_dir`` as a single commit.
+    """Create ``repo_id`` if needed and upload exactly the files of :func:`files_to_upload` as a single commit.
 
-    Only the files of :func:`files_to_upload` travel (:data:`UPLOAD_ALLOWLIST`); other root files are skipped
-    with a warning naming them. ``mmoe-train --push_to_hub`` and ``mmoe-card --push_to_hub`` call this; the
-    commit is :func:`mmoe.hub_utils.commit_folder`'s, as for ``model.push_to_hub``.
+    Only the files the model, its tokenizer/processor and the run wrote travel, by exact name and never as a
+    symlink; other root files are skipped with a warning naming them. ``mmoe-train --push_to_hub`` and
+    ``mmoe-card --push_to_hub`` call this; the commit is :func:`mmoe.hub_utils.commit_folder`'s, as for
+    ``model.push_to_hub``.
 
     Args:
         output_dir: a pipeline output folder (``config.json`` + weights at its root).

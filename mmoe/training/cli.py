@@ -1,7 +1,7 @@
 """``mmoe-train``: the whole MMoE pipeline from the command line or a YAML/JSON config file.
 
     mmoe-train --preset demo                      # the built-in synthetic benchmark with MiniLM, on CPU
-    mmoe-train --dataset mustard --data_dir ../shared/data/mustard --output_dir outputs/mustard
+    mmoe-train --dataset mustard --data_dir mustard/ --output_dir outputs/mustard
     mmoe-train config.yaml                        # every option as a key
     mmoe-train config.yaml --lora_r 8 --seed 1    # a config file, then flags that override its values
 
@@ -20,15 +20,19 @@ when the data is loaded, still before any training (:func:`mmoe.training.pipelin
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
 from transformers import HfArgumentParser
 
-from .arguments import DEFAULT_BACKBONE, DataArguments, MMoETrainingArguments, ModelArguments
+from .. import hub_cards  # noqa: F401  (sets MMoETrainer's card writer and publisher)
+from .arguments import DEFAULT_BACKBONE, OWN_METADATA_KEYS, DataArguments, MMoETrainingArguments, ModelArguments
 from .validation import ArgumentsError, check_arguments
 
 PRESETS: dict[str, list[str]] = {
@@ -60,10 +64,26 @@ _EPILOG = (
 )
 
 
+class MMoEArgumentParser(HfArgumentParser):
+    """``HfArgumentParser`` for fields whose metadata also carries mmoe's own keys (``stage``): argparse gets only
+    the keys it knows."""
+
+    @staticmethod
+    def _parse_dataclass_field(parser: Any, field: dataclasses.Field) -> None:
+        own = {key: value for key, value in field.metadata.items() if key not in OWN_METADATA_KEYS}
+        if len(own) != len(field.metadata):
+            field = copy.copy(field)
+            field.metadata = types.MappingProxyType(own)
+        HfArgumentParser._parse_dataclass_field(parser, field)
+
+
 def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser((ModelArguments, DataArguments, MMoETrainingArguments))
-    parser.description = "Train a mixture of multimodal interaction experts (MMoE) end to end."
+    parser = MMoEArgumentParser((ModelArguments, DataArguments, MMoETrainingArguments))
+    parser.description = "Train a mixture of multimodal interaction experts (MMoE or I2MoE) end to end."
     parser.epilog = _EPILOG
+    parser.add_argument("--preset", default=None, choices=list(PRESETS),
+                        help="demo (MiniLM, caption route, synthetic data) or demo-vision (tiny ViLT, images); "
+                        "flags after it override its values.")
     return parser
 
 
@@ -83,7 +103,8 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, MMo
         if preset not in PRESETS:
             parser.error(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
         argv = [*PRESETS[preset], *argv]  # later flags win, so the user's own flags override the preset
-    return parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, training_args, *_ = parser.parse_args_into_dataclasses(args=argv)
+    return model_args, data_args, training_args
 
 
 def read_config_file(path: str | Path, parser: HfArgumentParser | None = None) -> tuple[list[str], dict[str, Any]]:
@@ -188,15 +209,32 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else list(argv))
     check_arguments(model_args, data_args, training_args)  # every option, before anything is trained or written
 
-    from .pipeline import run_pipeline  # heavy imports after --help has had its chance
-    from .runtime import is_main_process
+    from .runtime import is_main_process  # heavy imports after --help has had its chance
+    from .sources import default_template, load_source, source_fingerprint
+    from .stages.context import I2MOE
+    from .trainer import MMoETrainer
 
-    results = run_pipeline(model_args, data_args, training_args)
-    output_dir = Path(training_args.output_dir)
-    if is_main_process():  # under a multi-process launcher, one process writes the card, pushes and prints
-        _write_card_and_push(output_dir, training_args)
+    dataset = load_source(data_args)
+    data_identity = {"source": data_args.dataset, "files": source_fingerprint(data_args),
+                     "options": dataclasses.asdict(data_args) if data_args.dataset == "synthetic" else None}
+    trainer = MMoETrainer(
+        model=model_args.backbone,
+        args=training_args,
+        train_dataset=dataset["train"],
+        eval_dataset=dataset["validation"],
+        test_dataset=dataset["test"] if "test" in dataset else None,
+        model_init_kwargs={k: v for k, v in dataclasses.asdict(model_args).items() if k != "backbone"},
+        dataset_name=data_args.dataset,
+        data_fingerprint=json.dumps(data_identity, sort_keys=True, default=str),
+        text_template=default_template(data_args, training_args.text_template),
+    )
+    results = trainer.train()
+    if is_main_process():  # under a multi-process launcher, one process pushes and prints
+        if training_args.push_to_hub:
+            trainer.push_to_hub()
         print(format_summary(results))
-        print(f"Model, eval_results.json and model card written to {output_dir.resolve()}")
+        name = "I2MoE" if training_args.method == I2MOE else "Model"
+        print(f"{name}, eval_results.json and model card written to {Path(training_args.output_dir).resolve()}")
     return results
 
 
@@ -211,21 +249,6 @@ def main(argv: list[str] | None = None) -> None:
     except ArgumentsError as error:
         print(f"mmoe-train: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def _write_card_and_push(output_dir: Path, training_args: MMoETrainingArguments) -> None:
-    from ..hub_cards import push_output_dir, write_model_card
-
-    write_model_card(output_dir)
-    if training_args.push_to_hub:
-        if not training_args.hub_model_id:
-            raise ValueError("--push_to_hub needs --hub_model_id <org/name>.")
-        push_output_dir(
-            output_dir,
-            training_args.hub_model_id,
-            private=bool(training_args.hub_private_repo),
-            token=training_args.hub_token,
-        )
 
 
 if __name__ == "__main__":

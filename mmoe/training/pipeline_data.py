@@ -29,9 +29,10 @@ from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_from_d
 from transformers import AutoConfig
 
 from ..backbone_utils import is_vision_language
-from ..data.collators import format_text, resolve_text_template
+from ..configuration_mmoe import IMAGE_MODALITY
+from ..data.collators import format_text
 from ..data.images import prepare_image_dataset
-from .arguments import DataArguments, MMoETrainingArguments
+from .arguments import MMoETrainingArguments
 from .trainer_utils import stage_arguments
 
 logger = logging.getLogger("mmoe")
@@ -39,60 +40,17 @@ logger = logging.getLogger("mmoe")
 PREDICTION_COLUMNS = ("text_prediction", "vision_prediction")
 
 
-def load_pipeline_dataset(data_args: DataArguments) -> DatasetDict:
-    """The raw ``DatasetDict`` named by ``--dataset`` (train, validation, optionally test)."""
-    name = data_args.dataset
-    if name == "mustard":
-        if not data_args.data_dir:
-            raise ValueError("--dataset mustard needs --data_dir <folder with mustard_train.json, ...>.")
-        from ..data.mustard import load_mustard
-
-        dataset = load_mustard(data_args.data_dir)
-    elif name == "synthetic":
-        from ..data.synthetic import make_synthetic_dataset
-
-        dataset = make_synthetic_dataset(
-            num_train=data_args.synthetic_num_train,
-            num_validation=data_args.synthetic_num_validation,
-            num_test=data_args.synthetic_num_test,
-            label_noise=data_args.synthetic_label_noise,
-            seed=data_args.synthetic_seed,
-        )
-    elif Path(name).is_dir():
-        dataset = load_from_disk(name)
-        if not isinstance(dataset, DatasetDict):
-            raise ValueError(f"--dataset {name}: expected a DatasetDict folder with train/validation splits.")
-    else:
-        raise ValueError(
-            f"--dataset {name!r} is neither 'synthetic', 'mustard' nor a folder written by DatasetDict.save_to_disk."
-        )
-    dataset = _skip_image_decoding(dataset, keep=data_args.image_column)
-    for split in ("train", "validation"):
-        if split not in dataset:
-            raise ValueError(f"The dataset needs a {split!r} split; it has {list(dataset)}.")
-    dataset = encode_string_labels(dataset, data_args.label_column)
-    if data_args.max_train_samples is not None:
-        dataset["train"] = dataset["train"].select(range(min(data_args.max_train_samples, len(dataset["train"]))))
-    if data_args.max_eval_samples is not None:
-        for split in [s for s in dataset if s != "train"]:
-            dataset[split] = dataset[split].select(range(min(data_args.max_eval_samples, len(dataset[split]))))
-    return dataset
-
-
-def _skip_image_decoding(dataset: DatasetDict, keep: str | None) -> DatasetDict:
+def skip_image_decoding(dataset: DatasetDict, keep: str | None) -> DatasetDict:
     """Images stay undecoded bytes in the dataset. Columns the model does not read are never decoded (decoding
     them on every row access would dominate the caption route's run time); the model's own image column is
     decoded batch by batch by the collator, which names the row of a file that fails to decode."""
-    for column, feature in dataset["train"].features.items():
+    first = next(iter(dataset.values()))
+    for column, feature in first.features.items():
         if isinstance(feature, Image) and column != keep:
             dataset = dataset.cast_column(column, Image(decode=False))
-    if keep is not None and keep in dataset["train"].column_names:
+    if keep is not None and keep in first.column_names:
         dataset = prepare_image_dataset(dataset, keep)
     return dataset
-
-
-def text_template(data_args: DataArguments) -> str:
-    return resolve_text_template(data_args.dataset, data_args.text_template)
 
 
 INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
@@ -280,12 +238,12 @@ def num_labels_of(dataset: DatasetDict, label_column: str, declared: int | None 
     return len(classes)
 
 
-def validate_dataset(dataset: DatasetDict, data_args: DataArguments, num_labels: int) -> None:
+def validate_dataset(dataset: DatasetDict, args: MMoETrainingArguments, template: str, num_labels: int) -> None:
     """Fail before any training when a column is missing or a label is not a class index in ``0..num_labels-1``
     or is a class that the training split never shows."""
-    needed = {data_args.label_column, *re.findall(r"{(\w+)}", text_template(data_args))}
-    if data_args.image_column:
-        needed.add(data_args.image_column)
+    needed = {args.label_column, *re.findall(r"{(\w+)}", template)}
+    if args.image_column:
+        needed.add(args.image_column)
     for split_name, split in dataset.items():
         if len(split) == 0:
             raise ValueError(f"Split {split_name!r} is empty.")
@@ -295,7 +253,7 @@ def validate_dataset(dataset: DatasetDict, data_args: DataArguments, num_labels:
                 f"Split {split_name!r} lacks column(s) {missing} (has {split.column_names}); fix --text_template, "
                 "--label_column or --image_column, or add the columns."
             )
-    column = data_args.label_column
+    column = args.label_column
     _raise_problems(label_type_problems(dataset, column))
     if num_labels < 2:
         raise ValueError(f"num_labels must be at least 2, got {num_labels}.")
@@ -322,19 +280,26 @@ def has_precomputed_predictions(dataset: DatasetDict) -> bool:
 
 def add_unimodal_predictions(
     dataset: DatasetDict,
-    data_args: DataArguments,
-    training_args: MMoETrainingArguments,
+    args: MMoETrainingArguments,
+    views: dict[str, str],
     backbone: str,
     num_labels: int,
     seed: int,
+    fold_dir: Path | None = None,
 ) -> DatasetDict:
     """Make sure every split has ``text_prediction``/``vision_prediction`` (+ confidences).
 
     ``precomputed`` keeps the dataset's columns; ``trained`` cross-fits one classifier per modality on the
     training split (each row predicted by a fold model that never saw it) and predicts the other splits with
     the average of the fold models.
+
+    Args:
+        views: the modality each predictor reads, ``{"text": <modality>, "vision": <modality>}``
+            (:func:`mmoe.data.modalities.unimodal_views`): a template column, or ``"image"`` for the image column
+            (read by a vision-language predictor, else through the ``caption`` column).
+        fold_dir: where the fold models' Trainers write (default: a temporary folder).
     """
-    source = data_args.unimodal_source
+    source = args.unimodal_source
     if source == "auto":
         source = "precomputed" if has_precomputed_predictions(dataset) else "trained"
     if source == "precomputed":
@@ -349,34 +314,42 @@ def add_unimodal_predictions(
 
     from .unimodal import cross_fit_predictions
 
-    views = {"text": data_args.text_view_template, "vision": data_args.vision_view_template}
     # The user's TrainingArguments (device, --bf16/--fp16, processes, batch sizes, learning rate, --max_steps) with
     # the unimodal epochs; the fold models are scored by Trainer.predict, not evaluated during training.
     fold_args = stage_arguments(
-        training_args, Path(tempfile.gettempdir()) / "mmoe-crossfit",
-        num_train_epochs=data_args.unimodal_num_train_epochs, eval_strategy="no", logging_strategy="no",
+        args, fold_dir or Path(tempfile.mkdtemp(prefix="mmoe-crossfit-")),
+        num_train_epochs=args.unimodal_num_train_epochs, eval_strategy="no", logging_strategy="no",
         label_names=["labels"], seed=seed,
     )
-    images_seen = bool(data_args.image_column) and is_vision_language(AutoConfig.from_pretrained(backbone))
-    for prefix, template in views.items():
-        if prefix == "vision" and images_seen:
+    images_seen = bool(args.image_column) and is_vision_language(AutoConfig.from_pretrained(backbone))
+    for prefix, name in views.items():
+        if name == IMAGE_MODALITY and images_seen:
             # A vision-language predictor reads the image itself (with an empty text), not the caption.
-            column, modality = data_args.image_column, "image"
+            column, modality = args.image_column, "image"
         else:
+            if name == IMAGE_MODALITY:  # a text predictor sees the image through its caption
+                if "caption" not in dataset["train"].column_names:
+                    raise ValueError(
+                        f"The {prefix} predictor reads the image, but --unimodal_backbone {backbone} takes no images "
+                        "and the data has no 'caption' column to read instead; pass a vision-language "
+                        "--unimodal_backbone or add captions."
+                    )
+                name = "caption"
             column, modality = f"{prefix}_view", "text"
-            dataset = dataset.map(lambda row, t=template, c=column: {c: format_text(row, t)}, desc=f"{prefix} view")
+            dataset = dataset.map(lambda row, t="{" + name + "}", c=column: {c: format_text(row, t)},
+                                  desc=f"{prefix} view")
         dataset = cross_fit_predictions(
             dataset,
             backbone,
             column,
-            label_column=data_args.label_column,
-            num_folds=data_args.num_folds,
+            label_column=args.label_column,
+            num_folds=args.num_folds,
             modality=modality,
             training_args=fold_args,
             seed=seed,
             prefix=prefix,
             num_labels=num_labels,
-            max_length=data_args.max_length,
+            max_length=args.max_length,
         )
     return dataset
 
@@ -393,14 +366,15 @@ which also depends on the backbone's terms, so it is stated only when passed (``
 folder (``info.license``)."""
 
 
-def card_metadata(data_args: DataArguments, training_args: MMoETrainingArguments) -> dict[str, Any]:
+def card_metadata(dataset_name: str | None, training_args: MMoETrainingArguments) -> dict[str, Any]:
     """``license`` / ``language`` of the model card: the options, else what the dataset states; absent keys are
     omitted from the card rather than guessed."""
     metadata: dict[str, Any] = {}
-    license_ = getattr(training_args, "license", None) or _dataset_folder_license(data_args.dataset)
+    dataset_name = dataset_name or ""
+    license_ = getattr(training_args, "license", None) or _dataset_folder_license(dataset_name)
     if license_:
         metadata["license"] = license_
-    language = getattr(training_args, "language", None) or BUILTIN_LANGUAGES.get(data_args.dataset)
+    language = getattr(training_args, "language", None) or BUILTIN_LANGUAGES.get(dataset_name)
     if language:
         languages = [part.strip() for part in str(language).split(",") if part.strip()]
         metadata["language"] = languages[0] if len(languages) == 1 else languages
@@ -410,7 +384,7 @@ def card_metadata(data_args: DataArguments, training_args: MMoETrainingArguments
 def _dataset_folder_license(dataset: str) -> str | None:
     """The ``license`` a ``save_to_disk`` folder's splits record in ``dataset_info.json`` (the first one set)."""
     folder = Path(dataset)
-    if dataset in BUILTIN_LANGUAGES or not folder.is_dir():
+    if not dataset or dataset in BUILTIN_LANGUAGES or not folder.is_dir():
         return None
     for info in sorted(folder.glob("*/dataset_info.json")):
         try:

@@ -1,10 +1,8 @@
-"""Trainer glue shared by the pipeline stages: metrics, best-state selection, stage bookkeeping."""
+"""Trainer glue shared by the stages: metrics, best-state selection, a stage's copy of the arguments."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +13,9 @@ import torch
 from transformers import EvalPrediction, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..metrics import METRIC_NAMES, classification_scores, load_classification_metric
-from .runtime import agree, atomic_write_text, is_main_process, to_device, wait_for_everyone
+from .runtime import to_device
 
 logger = logging.getLogger("mmoe")
-
-STAGE_DONE = "stage_complete.json"
-
 
 def first_array(predictions: Any) -> np.ndarray:
     """The Trainer hands over a tuple when the model returns several tensors; the first one is ``logits``."""
@@ -32,7 +27,7 @@ def make_compute_metrics(num_labels: int, average: str | None = None) -> Callabl
     ``predicted_classes``.
 
     ``predicted_classes`` (how many distinct classes were predicted) flags a degenerate model that always
-    answers the same class, which scores a high binary F1 on a positive-heavy split (DESIGN, section 6).
+    answers the same class, which scores a high binary F1 on a positive-heavy split .
     """
     metric = load_classification_metric()
 
@@ -118,97 +113,6 @@ _CHECKPOINTING_FLAGS = ("gradient_checkpointing", "activation_checkpointing")
 
 def _checkpointing(args: TrainingArguments) -> bool:
     return any(bool(getattr(args, name, False)) for name in _CHECKPOINTING_FLAGS)
-
-
-# ------------------------------------------------------------------------------------------- stage bookkeeping
-def stage_fingerprint(inputs: dict[str, Any]) -> str:
-    """A short hash of everything a stage depends on (JSON of ``inputs`` with sorted keys)."""
-    blob = json.dumps(inputs, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-def read_stage_record(stage_dir: Path) -> dict[str, Any] | None:
-    """The stage's record, or ``None`` when it is missing, truncated or not a record (all mean "not done")."""
-    path = stage_dir / STAGE_DONE
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        logger.warning("Stage %s: its record %s is unreadable (%s); redoing the stage.", stage_dir.name, path, error)
-        return None
-    if not isinstance(record, dict) or not {"fingerprint", "inputs", "summary"} <= set(record):
-        logger.warning("Stage %s: %s is not a stage record of this mmoe version; redoing the stage.",
-                       stage_dir.name, path)
-        return None
-    return record
-
-
-def changed_inputs(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Names of the inputs whose values differ (nested dicts are compared key by key, as ``a.b``)."""
-    names = []
-    for key in sorted(set(old) | set(new)):
-        before, after = old.get(key), new.get(key)
-        if isinstance(before, dict) and isinstance(after, dict):
-            names += [f"{key}.{inner}" for inner in changed_inputs(before, after)]
-        elif json.dumps(before, sort_keys=True, default=str) != json.dumps(after, sort_keys=True, default=str):
-            names.append(key)
-    return names
-
-
-def stage_is_done(stage_dir: Path, inputs: dict[str, Any], overwrite: bool, required: tuple[str, ...] = ()) -> bool:
-    """True when ``stage_dir`` holds a finished stage whose inputs equal ``inputs`` and the user did not ask
-    to redo it. Decided by the main process and shared with every process.
-
-    A stage whose inputs changed is redone (its fingerprint changes, and since each stage's inputs hold the
-    fingerprint of the stage before it, every later stage is redone too), with one log line naming the changes.
-    A missing, truncated or foreign record, or a missing file among ``required``, counts as not done.
-    """
-
-    def decide() -> bool:
-        if overwrite:
-            return False
-        record = read_stage_record(stage_dir)
-        if record is None:
-            return False
-        if record["fingerprint"] != stage_fingerprint(inputs):
-            logger.warning(
-                "Stage %s: its inputs changed since it ran (%s); redoing it and every stage after it.",
-                stage_dir.name,
-                ", ".join("an earlier stage" if name == "previous" else name
-                          for name in changed_inputs(record["inputs"], inputs)) or "code version",
-            )
-            return False
-        missing = [name for name in required if not (stage_dir / name).exists()]
-        if missing:
-            logger.warning("Stage %s: its record exists but %s are missing; redoing the stage.", stage_dir.name,
-                           missing)
-            return False
-        logger.info("Stage %s already finished with the same inputs; skipping it (--overwrite_output_dir redoes it).",
-                    stage_dir.name)
-        return True
-
-    return agree(decide() if is_main_process() else None)
-
-
-def mark_stage_done(stage_dir: Path, inputs: dict[str, Any], summary: dict[str, Any]) -> None:
-    """Write the stage's record (fingerprint, inputs, summary) atomically, from the main process only; then
-    every process waits until it is written."""
-    if is_main_process():
-        record = {"fingerprint": stage_fingerprint(inputs), "inputs": inputs, "summary": summary}
-        atomic_write_text(stage_dir / STAGE_DONE, json.dumps(record, indent=2, default=float))
-    wait_for_everyone()
-
-
-def read_stage_summary(stage_dir: Path) -> dict[str, Any]:
-    """The summary a finished stage recorded."""
-    record = read_stage_record(stage_dir)
-    if record is None:
-        raise FileNotFoundError(
-            f"{stage_dir / STAGE_DONE} is missing or unreadable; rerun mmoe-train with the same --output_dir "
-            "to redo that stage."
-        )
-    return record["summary"]
 
 
 def scores(predictions: np.ndarray, references: np.ndarray, num_labels: int) -> dict[str, float]:

@@ -22,12 +22,11 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..configuration_mmoe import METHODS, POOLING_METHODS, REWEIGHTING_METHODS
+from ..configuration_mmoe import METHODS, POOLING_METHODS, REWEIGHTING_METHODS, ROUTER_INPUTS, ROUTER_OBJECTIVES
 
-if TYPE_CHECKING:  # type-only: arguments.py imports this module, not the other way round
-    from .arguments import DataArguments, MMoETrainingArguments, ModelArguments
+# This module imports nothing of ``arguments.py`` (which imports it): the checks take the argument objects duck-typed.
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 """``--backbone``'s default (re-exported by :mod:`mmoe.training.arguments`)."""
@@ -37,7 +36,7 @@ UNIMODAL_SOURCES = ("auto", "precomputed", "trained")
 BUILTIN_DATASETS = ("synthetic", "mustard")
 SELECTION_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "f1", "precision", "recall")
 """Choices of ``--selection_metric``, the default first: macro-F1 and balanced accuracy do not reward a model that
-always answers one class, binary F1 does (DESIGN, section 6)."""
+always answers one class, binary F1 does."""
 MAX_SEED = 2**32 - 1  # numpy's seeding limit
 
 
@@ -116,7 +115,7 @@ def choice_problem(option: str, value: Any, choices: tuple[str, ...]) -> str | N
     return f"--{option} must be one of {', '.join(choices)}; got {value!r}."
 
 
-def model_argument_problems(args: ModelArguments) -> list[str]:
+def model_argument_problems(args: Any) -> list[str]:
     """Ranges and choices of the model options (no file system access)."""
     return _collect(
         None if isinstance(args.backbone, str) and args.backbone.strip() else "--backbone must not be empty.",
@@ -129,75 +128,64 @@ def model_argument_problems(args: ModelArguments) -> list[str]:
         number_problem("router_focal_gamma", args.router_focal_gamma, ge=0, hint="0 is plain cross-entropy."),
         number_problem("router_focal_alpha", args.router_focal_alpha, gt=0),
         choice_problem("pooling", args.pooling, POOLING_METHODS),
-        choice_problem("method", args.method, METHODS),
+        choice_problem("router_input", args.router_input, ROUTER_INPUTS),
+        choice_problem("router_objective", args.router_objective, ROUTER_OBJECTIVES),
         choice_problem("reweighting", args.reweighting, REWEIGHTING_METHODS),
         number_problem("interaction_loss_weight", args.interaction_loss_weight, ge=0,
                        hint="I2MoE uses 0.01; 0 turns the interaction losses off."),
         number_problem("reweighting_temperature", args.reweighting_temperature, gt=0),
         number_problem("reweighting_hidden_size", args.reweighting_hidden_size, gt=0, integer=True),
-        modalities_problem(args),
     )
 
 
-def modalities_problem(args: ModelArguments) -> str | None:
-    """``--modalities`` names: only with ``--method i2moe``, at least two, unique identifiers."""
+def modalities_problem(args: Any) -> str | None:
+    """``--modalities`` names: unique; two for MMoE (two unimodal predictors), at least two for I2MoE."""
     if args.modalities is None:
         return None
-    if args.method != "i2moe":
-        return f"--modalities is an option of --method i2moe; got it with --method {args.method}."
     names = list(args.modalities)
-    if len(names) < 2:
-        return (f"--modalities needs at least two modalities for I2MoE, got {names}: its experts are defined by "
-                "masking one modality at a time.")
     if len(set(names)) != len(names):
         return f"--modalities must be unique, got {names}."
+    if args.method == "i2moe" and len(names) < 2:
+        return (f"--modalities needs at least two modalities for I2MoE, got {names}: its experts are defined by "
+                "masking one modality at a time.")
+    if args.method == "mmoe" and len(names) != 2:
+        return (f"--modalities names {len(names)} modalities ({names}) but MMoE's categorization compares two "
+                "unimodal predictions; name two (e.g. --modalities caption text; several columns can share one "
+                "modality through the template), or use --method i2moe, which takes any number.")
     return None
 
 
-def i2moe_data_problems(model_args: ModelArguments, data_args: DataArguments) -> list[str]:
-    """``--method i2moe``: the modalities are columns of the text template, and the route is the captioned one."""
-    if model_args.method != "i2moe":
-        return []
+def modality_template_problems(args: Any, template: str) -> list[str]:
+    """The modalities are columns of the text template (or the image), at least two."""
     from ..configuration_mmoe import IMAGE_MODALITY
-    from ..data.collators import resolve_text_template
-    from ..data.modalities import default_modalities, template_fields
+    from ..data.modalities import resolve_modalities, template_fields
 
     problems = []
-    template = resolve_text_template(data_args.dataset, data_args.text_template)
     columns = template_fields(template)
-    modalities = list(model_args.modalities or default_modalities(template, data_args.image_column))
-    known = columns + ([IMAGE_MODALITY] if data_args.image_column else [])
+    try:
+        modalities = resolve_modalities(args.method, template, args.image_column, args.modalities)
+    except ValueError as error:
+        return [str(error)]
+    known = columns + ([IMAGE_MODALITY] if args.image_column else [])
     unknown = [name for name in modalities if name not in known]
     if unknown:
         image = (f"; {IMAGE_MODALITY!r} is the image of a vision-language backbone and needs --image_column"
                  if IMAGE_MODALITY in unknown else "")
         problems.append(
-            f"--method i2moe: modalities {unknown} are not columns of the text template {template!r} (its columns: "
+            f"--modalities: {unknown} are not columns of the text template {template!r} (its columns: "
             f"{columns}){image}. Name template columns with --modalities, or change --text_template."
         )
     elif len(modalities) < 2:
         problems.append(
-            f"--method i2moe needs at least two modalities; the text template {template!r} has only {modalities}. "
+            f"--method {args.method} needs at least two modalities; the text template {template!r} has only {modalities}. "
             "Put the caption and the text into the template (e.g. --text_template '{caption} | {text}')."
         )
     return problems
 
 
-def data_argument_problems(args: DataArguments) -> list[str]:
-    """Ranges and choices of the data options (no file system access)."""
+def data_source_problems(args: Any) -> list[str]:
+    """Ranges of the data-source options (no file system access)."""
     return _collect(
-        None if args.label_column else "--label_column must name the column of class labels.",
-        number_problem("num_labels", args.num_labels, ge=2, integer=True, optional=True,
-                       hint="A classifier needs at least 2 classes; leave it out to read it from the data."),
-        number_problem("max_length", args.max_length, gt=0, integer=True),
-        choice_problem("unimodal_source", args.unimodal_source, UNIMODAL_SOURCES),
-        number_problem("num_folds", args.num_folds, ge=2, integer=True,
-                       hint="Cross-fitting needs at least 2 folds so that no row is predicted by a model that saw it."),
-        number_problem("unimodal_num_train_epochs", args.unimodal_num_train_epochs, gt=0),
-        number_problem("min_confidence", args.min_confidence, ge=0, le=1, optional=True,
-                       hint="It is a probability margin (paper: 0.1); leave it out to keep every row."),
-        number_problem("min_minority_fraction", args.min_minority_fraction, gt=0, le=0.5, optional=True,
-                       hint="It is the minority label's share after rebalancing (paper: 0.2)."),
         number_problem("synthetic_num_train", args.synthetic_num_train, gt=0, integer=True),
         number_problem("synthetic_num_validation", args.synthetic_num_validation, gt=0, integer=True),
         number_problem("synthetic_num_test", args.synthetic_num_test, gt=0, integer=True),
@@ -211,10 +199,37 @@ def data_argument_problems(args: DataArguments) -> list[str]:
     )
 
 
-STAGE_EPOCH_OPTIONS = ("baseline_num_train_epochs", "expert_num_train_epochs", "router_num_train_epochs")
+def input_option_problems(args: Any) -> list[str]:
+    """Ranges and choices of how rows become inputs and of categorization (no file system access)."""
+    return _collect(
+        None if args.label_column else "--label_column must name the column of class labels.",
+        choice_problem("method", args.method, METHODS),
+        modalities_problem(args),
+        number_problem("num_labels", args.num_labels, ge=2, integer=True, optional=True,
+                       hint="A classifier needs at least 2 classes; leave it out to read it from the data."),
+        number_problem("max_length", args.max_length, gt=0, integer=True),
+        choice_problem("unimodal_source", args.unimodal_source, UNIMODAL_SOURCES),
+        number_problem("num_folds", args.num_folds, ge=2, integer=True,
+                       hint="Cross-fitting needs at least 2 folds so that no row is predicted by a model that saw it."),
+        number_problem("unimodal_num_train_epochs", args.unimodal_num_train_epochs, gt=0),
+        number_problem("min_confidence", args.min_confidence, ge=0, le=1, optional=True,
+                       hint="It is a probability margin (paper: 0.1); leave it out to keep every row."),
+        number_problem("min_minority_fraction", args.min_minority_fraction, gt=0, le=0.5, optional=True,
+                       hint="It is the minority label's share after rebalancing (paper: 0.2)."),
+    )
 
 
-def training_argument_problems(args: MMoETrainingArguments) -> list[str]:
+STAGE_EPOCH_OPTIONS = (
+    "baseline_num_train_epochs", "expert_num_train_epochs", "router_num_train_epochs", "i2moe_num_train_epochs",
+)
+
+
+def recipe_problems(args: Any) -> list[str]:
+    """Every check of :class:`~mmoe.training.arguments.MMoETrainingArguments` that needs no file system."""
+    return input_option_problems(args) + training_argument_problems(args)
+
+
+def training_argument_problems(args: Any) -> list[str]:
     """Ranges and choices of the training options and whether any training can happen (no file system access)."""
     problems = _collect(
         number_problem("learning_rate", args.learning_rate, gt=0),
@@ -353,7 +368,7 @@ def output_dir_problem(output_dir: str | None, option: str = "output_dir") -> st
     return None
 
 
-def dataset_problems(args: DataArguments) -> list[str]:
+def dataset_problems(args: Any) -> list[str]:
     """``--dataset`` is built in or a saved ``DatasetDict`` folder; ``--data_dir`` exists (and holds MUStARD)."""
     problems = []
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
@@ -387,20 +402,25 @@ def dataset_problems(args: DataArguments) -> list[str]:
     return problems
 
 
-def check_arguments(
-    model_args: ModelArguments, data_args: DataArguments, training_args: MMoETrainingArguments
-) -> None:
-    """Raise :class:`ArgumentsError` listing every invalid option; touch nothing on disk or on the Hub."""
-    problems = model_argument_problems(model_args) + data_argument_problems(data_args)
-    problems += training_argument_problems(training_args)
+def check_arguments(model_args: Any, data_args: Any | None, training_args: Any) -> None:
+    """Raise :class:`ArgumentsError` listing every invalid option; touch nothing on disk or on the Hub.
+
+    ``data_args`` (the CLI's data source) may be ``None`` when the datasets are given as objects."""
+    from ..data.collators import resolve_text_template
+
+    problems = model_argument_problems(model_args) + recipe_problems(training_args)
     problems += _collect(
         output_dir_problem(training_args.output_dir),
         backbone_problem("backbone", model_args.backbone),
-        backbone_problem("unimodal_backbone", data_args.unimodal_backbone),
+        backbone_problem("unimodal_backbone", training_args.unimodal_backbone),
     )
-    problems += dataset_problems(data_args)
-    problems += i2moe_data_problems(model_args, data_args)
-    raise_if_problems(problems)
+    if data_args is not None:
+        problems += data_source_problems(data_args) + dataset_problems(data_args)
+    dataset_name = data_args.dataset if data_args is not None else ""
+    problems += modality_template_problems(
+        training_args, resolve_text_template(dataset_name, training_args.text_template)
+    )
+    raise_if_problems(sorted(set(problems), key=problems.index))
 
 
 __all__ = [
@@ -408,7 +428,8 @@ __all__ = [
     "TINY_BACKBONES",
     "backbone_problem",
     "check_arguments",
-    "data_argument_problems",
+    "data_source_problems",
+    "recipe_problems",
     "dataset_problems",
     "looks_like_path",
     "model_argument_problems",

@@ -1,0 +1,76 @@
+"""``mmoe-train``'s data sources: the built-in synthetic benchmark, MUStARD, or a ``save_to_disk`` folder.
+
+The Python API takes ``datasets.Dataset`` objects (:class:`~mmoe.training.trainer.MMoETrainer`); this module turns
+:class:`~mmoe.training.arguments.DataArguments` into those, plus the identity of the source for the stage
+fingerprints and the defaults a built-in dataset implies (its text template).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from datasets import DatasetDict, load_from_disk
+
+from ..data.collators import resolve_text_template
+from .arguments import DataArguments
+
+
+def load_source(data_args: DataArguments) -> DatasetDict:
+    """The raw ``DatasetDict`` named by ``--dataset`` (train, validation, optionally test), with
+    ``--max_train_samples`` / ``--max_eval_samples`` applied."""
+    name = data_args.dataset
+    if name == "mustard":
+        if not data_args.data_dir:
+            raise ValueError("--dataset mustard needs --data_dir <folder with mustard_train.json, ...>.")
+        from ..data.mustard import load_mustard
+
+        dataset = load_mustard(data_args.data_dir)
+    elif name == "synthetic":
+        from ..data.synthetic import make_synthetic_dataset
+
+        dataset = make_synthetic_dataset(
+            num_train=data_args.synthetic_num_train,
+            num_validation=data_args.synthetic_num_validation,
+            num_test=data_args.synthetic_num_test,
+            label_noise=data_args.synthetic_label_noise,
+            seed=data_args.synthetic_seed,
+        )
+    elif Path(name).is_dir():
+        dataset = load_from_disk(name)
+        if not isinstance(dataset, DatasetDict):
+            raise ValueError(f"--dataset {name}: expected a DatasetDict folder with train/validation splits.")
+    else:
+        raise ValueError(
+            f"--dataset {name!r} is neither 'synthetic', 'mustard' nor a folder written by DatasetDict.save_to_disk."
+        )
+    for split in ("train", "validation"):
+        if split not in dataset:
+            raise ValueError(f"The dataset needs a {split!r} split; it has {list(dataset)}.")
+    if data_args.max_train_samples is not None:
+        dataset["train"] = dataset["train"].select(range(min(data_args.max_train_samples, len(dataset["train"]))))
+    if data_args.max_eval_samples is not None:
+        for split in [s for s in dataset if s != "train"]:
+            dataset[split] = dataset[split].select(range(min(data_args.max_eval_samples, len(dataset[split]))))
+    return dataset
+
+
+def default_template(data_args: DataArguments, template: str | None) -> str:
+    """``--text_template``, else the built-in dataset's caption route, else ``"{text}"``."""
+    return resolve_text_template(data_args.dataset, template)
+
+
+def source_fingerprint(data_args: DataArguments) -> str | None:
+    """Identity of the files behind ``--dataset``: a hash of MUStARD's files or of a folder's ``state.json`` files
+    (which hold ``datasets``' fingerprints); ``None`` for the synthetic benchmark, whose options determine it."""
+    if data_args.dataset == "synthetic":
+        return None
+    folder = Path(data_args.data_dir if data_args.dataset == "mustard" and data_args.data_dir else data_args.dataset)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    pattern = "*.json*" if data_args.dataset == "mustard" else "*/state.json"
+    for path in sorted(folder.glob(pattern)):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
