@@ -20,7 +20,7 @@ import torch
 from transformers import AutoTokenizer
 
 from mmoe import MMoEForSequenceClassification
-from mmoe.training.pipeline import resolve_backbone
+from mmoe.training.backbones import resolve_backbone
 
 TEXT = "a photo of a snowy field under a grey sky with a small house | what a warm sunny day #grateful"
 

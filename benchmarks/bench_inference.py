@@ -39,7 +39,7 @@ from transformers import AutoConfig, AutoModel
 
 from mmoe import MMoEConfig, MMoEForSequenceClassification
 from mmoe.modeling_mmoe import MMoERouter
-from mmoe.training.pipeline import resolve_backbone
+from mmoe.training.backbones import resolve_backbone
 
 QWEN2_SIZES = {  # Qwen2 shapes, built from a config with random weights (speed and memory only)
     "0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,

@@ -145,8 +145,10 @@ _AUTO_MAP_FILES = (CONFIG_FILE, "tokenizer_config.json", "processor_config.json"
 
 def remote_code_files(output_dir: str | os.PathLike) -> list[str]:
     """Root ``.py`` files of ``output_dir`` that its remote code needs: the modules named in the ``auto_map`` of
-    its configs, the package's remote code (:func:`package_remote_code_files`) present in the folder, and,
-    transitively, every module they import relatively (``from .fusion import fuse``). Symlinks are left out."""
+    its configs and the package's remote code (:func:`package_remote_code_files`) present in the folder, and,
+    transitively, every module they import relatively (``from .fusion import fuse``), found by parsing them. That
+    covers what ``save_pretrained`` copied (transformers copies the ``auto_map`` modules and their relative
+    imports), and a module the remote code grows travels too. Symlinks are left out."""
     folder = Path(output_dir)
     modules = [name.removesuffix(".py") for name in package_remote_code_files()]
     for config_name in _AUTO_MAP_FILES:

@@ -5,17 +5,21 @@ sibling modules by relative import.
 
 Shaped like transformers' composite models (llava):
 
-- :class:`MMoEModel` (``AutoModel``) is the base model: the backbone wrapped in a peft ``PeftModel`` holding one
-  LoRA adapter per expert, and the pooling. Its output holds every expert's pooled state
-  ``expert_hidden_states`` ``[B, E, H]`` and the adapter-free pooled state ``pooled_output`` ``[B, H]``.
+- :class:`MixturePreTrainedModel` and :class:`MixtureModel` are what every mixture of LoRA experts on one backbone
+  shares (MMoE's and I2MoE's, :mod:`.modeling_i2moe`): weight initialisation, saving like PEFT, the backbone wrapped in
+  a peft ``PeftModel`` holding one LoRA adapter per expert, the pooling, and :meth:`MixtureModel.run_groups`, the one
+  way to run groups of rows through different adapters (fused, peft's mixed batch, or sequential).
+- :class:`MMoEModel` (``AutoModel``) is MMoE's base model: a :class:`MixtureModel` with, optionally, the router's own
+  adapter. Its output holds every expert's pooled state ``expert_hidden_states`` ``[B, E, H]`` and the router pass's
+  pooled state ``pooled_output`` ``[B, H]``.
 - :class:`MMoEForSequenceClassification` (``AutoModelForSequenceClassification``) sits on it (``self.mmoe``) with
-  one head per expert (``expert_heads``), the router MLP (``router``, fed ``pooled_output``) and the fusion:
-  ``logits`` ``[B, C]`` = log of ``fuse(expert_logits, config.fusion, router_weights)``.
+  one head per expert (``expert_heads``), the router MLP (``router``) and the fusion: ``logits`` ``[B, C]`` = log of
+  ``fuse(expert_logits, config.fusion, router_weights)``. Its training modes (``train_mixture``, ``train_expert``,
+  ``train_router``) make ``forward`` compute each stage's loss, so a plain ``transformers.Trainer`` trains any stage.
 
-At inference all ``E + 1`` passes run as **one mixed-adapter batch** of ``(E + 1) * B`` rows (peft's public
-``PeftModel.forward(..., adapter_names=[...])``): one kernel launch per layer instead of ``E + 1``, the same
-arithmetic, more memory. PEFT refuses mixed-adapter batches in training mode, so training runs the passes one
-after another (and training a single expert runs only the pass it needs).
+All ``E + 1`` passes of a forward run as groups of one batch of ``(E + 1) * B`` rows: through the fused LoRA layers
+(:mod:`.fused_lora`: one base matmul per layer plus one batched LoRA product), in training too; without them, as
+peft's mixed-adapter batch at inference and one pass after another in training.
 
 Saving follows PEFT (see ``MMoEConfig.save_backbone``): a backbone with a Hub id is referenced, not saved, and
 loaded from its own repo; every expert is then written as a peft adapter folder ``<expert>/adapter_config.json`` +

@@ -182,8 +182,10 @@ def test_nothing_to_train_is_refused(tmp_path: Path, no_training: None) -> None:
     args = parse_arguments([*S, "--max_steps", "-1", "--num_train_epochs", "0", "--method", "i2moe",
                             "--baseline_num_train_epochs", "1", "--i2moe_num_train_epochs", "1"])
     check_arguments(*args)
-    error = _refused([*S, "--output_dir", str(tmp_path), "--max_steps", "-1", "--num_train_epochs", "0",
-                      "--baseline_num_train_epochs", "1", "--i2moe_num_train_epochs", "1"], "Nothing would")
+    # (without the demo preset, which sets the experts' and the router's epochs)
+    error = _refused(["--backbone", "tiny-bert", "--output_dir", str(tmp_path), "--max_steps", "-1",
+                      "--num_train_epochs", "0", "--baseline_num_train_epochs", "1", "--i2moe_num_train_epochs", "1"],
+                     "Nothing would")
     assert "--expert_num_train_epochs" in str(error) and "--router_num_train_epochs" in str(error)
 
 

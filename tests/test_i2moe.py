@@ -304,14 +304,16 @@ def test_bad_input_gets_a_clear_error():
 
 
 def test_cli_refuses_bad_i2moe_options_before_training(capsys, monkeypatch):
-    from mmoe.training import pipeline
+    from mmoe.training import sources
+    from mmoe.training.trainer import MMoETrainer
 
-    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: pytest.fail("the pipeline ran"))
+    monkeypatch.setattr(sources, "load_source", lambda *a, **k: pytest.fail("the data was loaded"))
+    monkeypatch.setattr(MMoETrainer, "train", lambda *a, **k: pytest.fail("the trainer ran"))
     base = ["--preset", "demo", "--backbone", "tiny-bert", "--output_dir", "/tmp/never"]
     for flags, message in (
-        (["--method", "i2moe", "--modalities", "caption", "scene"], "modalities ['scene'] are not columns"),
+        (["--method", "i2moe", "--modalities", "caption", "scene"], "['scene'] are not columns"),
         (["--method", "i2moe", "--modalities", "text"], "at least two modalities"),
-        (["--modalities", "caption", "text"], "--modalities is an option of --method i2moe"),
+        (["--modalities", "caption", "text", "scene"], "MMoE's categorization compares two"),
         (["--method", "i2moe", "--text_template", "{text}"], "only ['text']"),
         (["--method", "i2moe", "--interaction_loss_weight", "-1"], "--interaction_loss_weight must be"),
         (["--method", "i2moe2"], "invalid choice: 'i2moe2'"),

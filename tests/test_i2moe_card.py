@@ -3,7 +3,7 @@ table, agreement) with the numbers of ``eval_results.json``, has a usage snippet
 as it was.
 
 The I2MoE output folder is built by hand but faithfully: a saved tiny I2MoE model, and ``eval_results.json`` from the
-pipeline's own :func:`~mmoe.training.evaluation.evaluate_i2moe` (and :func:`~mmoe.training.pipeline.aggregate_seeds`
+trainer's own :func:`~mmoe.training.evaluation.evaluate_i2moe` (and :func:`~mmoe.training.seeds.aggregate_seeds`
 for several seeds) over fixed model outputs, so a change of the results' schema reaches these tests.
 """
 
@@ -27,7 +27,7 @@ from mmoe.hub_cards.formatting import expert_weight_groups
 from mmoe.hub_cards.plots import EXPERT_WEIGHTS_PLOT, INTERACTION_F1_PLOT, PLOT_FILES, plot_expert_weights
 from mmoe.testing import save_tiny_backbone
 from mmoe.training.evaluation import evaluate_i2moe
-from mmoe.training.pipeline import aggregate_seeds, choose_root_seed
+from mmoe.training.seeds import aggregate_seeds, choose_root_seed
 
 MODALITIES = ["caption", "text"]
 EXPERTS = ["uniqueness_caption", "uniqueness_text", "synergy", "redundancy"]
@@ -69,7 +69,7 @@ def _dataset() -> DatasetDict:
 
 
 def _eval_results(seed: int, dataset: DatasetDict) -> dict[str, Any]:
-    """What the pipeline writes for an I2MoE run whose model produced these (random, fixed) outputs."""
+    """What MMoETrainer writes for an I2MoE run whose model produced these (random, fixed) outputs."""
     rng = np.random.default_rng(seed)
     expert_logits = rng.normal(size=(N, len(EXPERTS), 2)).astype(np.float32)
     scores = rng.normal(size=(N, len(EXPERTS)))
@@ -106,7 +106,7 @@ def i2moe_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = _write_folder(root / "output", backbone, results)
     card = write_model_card(folder)
 
-    # Two seeds, as run_pipeline writes the root: the mean over seeds and the chosen seed's reason.
+    # Two seeds, as MMoETrainer writes the root: the mean over seeds and the chosen seed's reason.
     per_seed = [_eval_results(0, dataset), _eval_results(1, dataset)]
     aggregated = aggregate_seeds(per_seed)
     aggregated["seeds"] = [0, 1]

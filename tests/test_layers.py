@@ -37,8 +37,10 @@ MODULES = all_modules()
 
 
 def layer(module: str) -> int:
-    """``mmoe`` itself, its top-level files and ``metrics/`` are core; then data, training, hub_cards/CLIs."""
-    if module in CLI_MODULES:
+    """The package namespace ``mmoe`` is on top; its top-level files and ``metrics/`` are core; then data, training,
+    hub_cards/CLIs."""
+    # `mmoe/__init__` is the public namespace: it re-exports every layer (imports training.trainer and hub_cards).
+    if module in CLI_MODULES or module == "mmoe":
         return TOP
     parts = module.split(".")
     sub = parts[1] if len(parts) > 1 else ""
@@ -95,11 +97,12 @@ def upward_imports() -> list[str]:
 
 
 def import_cycles() -> list[list[str]]:
-    """Cycles of the import graph between mmoe modules, imports inside functions included (a lazy import is a
-    hidden cycle). Imports under ``if TYPE_CHECKING:`` are left out here: they never run, and annotating with the
-    class of a module that imports you is not a dependency at run time (the layer check above still counts them).
-    A package's ``__init__`` re-exporting its submodules is no edge back from them (they do not import it)."""
-    graph = {m: {t for _, t in imports_of(m, type_only=False) if t in MODULES and t != m} for m in MODULES}
+    """Cycles of the import graph between mmoe modules, imports inside functions and under ``if TYPE_CHECKING:``
+    included: a lazy import is a hidden cycle, and a type-only import is still a dependency (it runs under a type
+    checker, and ``typing.get_type_hints`` or a removed ``TYPE_CHECKING`` guard make it real), as the layer check
+    counts it too. A package's ``__init__`` re-exporting its submodules is no edge back from them (they do not
+    import it)."""
+    graph = {m: {t for _, t in imports_of(m, type_only=True) if t in MODULES and t != m} for m in MODULES}
     cycles, state, stack = [], {}, []
 
     def visit(node: str) -> None:
@@ -120,9 +123,11 @@ def import_cycles() -> list[list[str]]:
 
 
 def test_the_modules_are_found():
-    assert {"mmoe.modeling_mmoe", "mmoe.data.mustard", "mmoe.training.pipeline", "mmoe.hub_cards.card_data"} <= set(
+    assert {"mmoe.modeling_mmoe", "mmoe.data.mustard", "mmoe.training.trainer", "mmoe.hub_cards.card_data"} <= set(
         MODULES
     )
+    assert "mmoe.training.pipeline" not in MODULES  # split into arguments, stages/, trainer, ... (a stale name fails)
+    assert layer("mmoe") == TOP and layer("mmoe.version") == CORE and layer("mmoe.training.stages.router") == TRAINING
     assert layer("mmoe.fusion") == CORE and layer("mmoe.data.predictions") == DATA
     assert layer("mmoe.training.unimodal.cross_fit") == TRAINING and layer("mmoe.hub_cards.model_card") == TOP
 
@@ -141,7 +146,8 @@ def test_no_import_cycles():
     ("module", "source", "expected"),
     [
         ("mmoe.data.mustard", "from ..training.unimodal import read_prediction_file\n", "mmoe.training.unimodal"),
-        ("mmoe.training.pipeline", "def f():\n    from ..hub_cards import ModelCardCallback\n", "mmoe.hub_cards"),
+        ("mmoe.training.trainer", "def f():\n    from ..hub_cards import ModelCardCallback\n", "mmoe.hub_cards"),
+        ("mmoe.fusion", "import mmoe\n", "mmoe"),  # the package namespace re-exports every layer
         ("mmoe.fusion", "if TYPE_CHECKING:\n    from mmoe.data import collators\n", "mmoe.data.collators"),
     ],
 )
@@ -161,3 +167,15 @@ def test_the_checker_catches_a_cycle(monkeypatch, tmp_path):
     monkeypatch.setitem(MODULES, "mmoe.hub_cards.a", a)
     monkeypatch.setitem(MODULES, "mmoe.hub_cards.b", b)
     assert ["mmoe.hub_cards.a", "mmoe.hub_cards.b", "mmoe.hub_cards.a"] in import_cycles()
+
+
+def test_the_checker_catches_a_type_checking_only_cycle(monkeypatch, tmp_path):
+    """A cycle closed only by an ``if TYPE_CHECKING:`` import is still reported."""
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("from . import b\n")
+    b.write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from .a import x\n")
+    monkeypatch.setitem(MODULES, "mmoe.hub_cards.a", a)
+    monkeypatch.setitem(MODULES, "mmoe.hub_cards.b", b)
+    assert ["mmoe.hub_cards.a", "mmoe.hub_cards.b", "mmoe.hub_cards.a"] in import_cycles()
+    b.write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from .c import x\n")
+    assert not any("mmoe.hub_cards.a" in cycle for cycle in import_cycles())  # no cycle without that import

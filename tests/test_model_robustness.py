@@ -339,7 +339,7 @@ def test_model_cast_to_bf16_after_construction_still_runs(bert_model, tiny_bert_
     out = model(**batch)
     assert out.logits.shape == (4, 2) and torch.isfinite(out.logits.float()).all()
     torch.testing.assert_close(out.logits.float(), expected, atol=0.1, rtol=0)
-    # The pipeline trains the router on cached float32 features (RouterHeadModule): the router casts them.
+    # The router stage trains the router head on cached float32 features: the router casts them.
     features = model.router_features(**batch).float()
     assert torch.isfinite(model.router(features).float()).all()
 

@@ -406,23 +406,6 @@ def test_expert_state_dict_is_peft_format(tiny_bert_dir):
         model.load_expert_state_dict({**state, "base_model.model.extra.lora_A.weight": torch.zeros(1)}, "synergy")
 
 
-def test_checkpoint_of_earlier_versions_still_loads(tiny_bert_dir, tmp_path):
-    """Before MMoEModel, the backbone's keys were `backbone.model.*`: from_pretrained maps them."""
-    from safetensors.torch import save_file
-
-    model = _model(tiny_bert_dir)
-    model.save_pretrained(tmp_path)
-    weights = load_file(str(tmp_path / "model.safetensors"))
-    legacy = {k.replace("mmoe.backbone.base_model.model.", "backbone.model."): v for k, v in weights.items()}
-    assert any(k.startswith("backbone.model.") for k in legacy)
-    save_file(legacy, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
-    again, info = MMoEForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"]
-    torch.testing.assert_close(again.eval()(**_batch()).logits, model(**_batch()).logits)
-    base = MMoEModel.from_pretrained(tmp_path).eval()
-    torch.testing.assert_close(base(**_batch()).expert_hidden_states, model.mmoe(**_batch()).expert_hidden_states)
-
-
 def test_push_to_hub_sends_the_expert_folders(referenced, captured_hub):
     model, _ = referenced
     model.push_to_hub("someone/tiny-mmoe", token="hf_dummy")

@@ -322,7 +322,7 @@ def test_backbone_output_that_cannot_be_pooled_raises_clear_error(family_model):
 
     _, model = family_model
     with pytest.raises(ValueError, match="cannot pool"):
-        model.mmoe._pool(SimpleNamespace(last_hidden_state=torch.zeros(2, 3)), {})  # [B, H]: no sequence axis
+        model.mmoe.last_hidden_state(SimpleNamespace(last_hidden_state=torch.zeros(2, 3)))  # [B, H]: no sequence axis
     with pytest.raises(ValueError, match="changes the sequence length"):
         pool_hidden_states(torch.zeros(2, 5, 4), torch.ones(2, 3), "last")
     hidden = torch.arange(2 * 4 * 1, dtype=torch.float).view(2, 4, 1)

@@ -7,7 +7,8 @@ Substitutions (offline, tiny models) — the code itself is unchanged:
 
 * ``sentence-transformers/all-MiniLM-L6-v2`` -> the tiny BERT folder of ``conftest.py`` (no download);
 * ``dandelin/vilt-b32-mlm`` -> ``tiny-vilt``, a ViLT built from a config (no download);
-* ``../shared/data/mustard`` -> the absolute path of the shared MUStARD folder (those blocks skip when absent);
+* ``mustard/`` -> the absolute path of the project's MUStARD folder beside the repository (those blocks skip
+  when it is absent);
 * files a block writes (``my-mmoe``) go to a temporary working directory.
 
 Skipped, and why:
@@ -93,7 +94,7 @@ def test_categorize_block_prints_the_counts_it_shows(tmp_path, monkeypatch):
         pytest.skip(f"MUStARD data not found at {MUSTARD_DIR}.")
     code = _block(RUN["categorize"])
     comment = re.search(r"print\(interaction_counts\(categorized\[\"train\"\]\)\)\s*#\s*(\{.*\})", code)
-    code = code.replace('"../shared/data/mustard"', repr(str(MUSTARD_DIR)))
+    code = code.replace('"mustard/"', repr(str(MUSTARD_DIR)))
     _, printed = _run(code, tmp_path, monkeypatch)
     assert comment is not None
     assert printed.strip().splitlines()[-1] == comment.group(1)

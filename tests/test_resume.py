@@ -4,17 +4,18 @@ and a broken or partial stage counts as not done."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_pipeline import _precomputed_dataset, _tiny_args
+from test_pipeline import TRAINING_STAGES, _precomputed_dataset, _tiny_args
 
-from mmoe.training import pipeline
 from mmoe.training.cli import train
-from mmoe.training.trainer_utils import STAGE_DONE, changed_inputs, read_stage_record, stage_fingerprint
+from mmoe.training.records import STAGE_DONE, changed_inputs, read_stage_record, stage_fingerprint
+from mmoe.training.stages import common
 
 STAGES = ("categorize", "baseline", "experts", "router")
 
@@ -35,15 +36,16 @@ def _copy(out: Path, tmp_path: Path) -> Path:
 
 
 def _trained_parts(monkeypatch) -> list[str]:
-    """Record which parts (baseline, experts, router) a run trains."""
+    """Record which parts (baseline, each expert, router) a run trains."""
     trained: list[str] = []
-    original = pipeline._train_part
+    original = common.train_stage
 
-    def recording(ctx, model, part, *rest, **kw):
-        trained.append(part)
-        return original(ctx, model, part, *rest, **kw)
+    def recording(ctx, model, name, *rest, **kw):
+        trained.append(name.removeprefix("experts/"))  # an expert's run is named experts/<expert>
+        return original(ctx, model, name, *rest, **kw)
 
-    monkeypatch.setattr(pipeline, "_train_part", recording)
+    for module in TRAINING_STAGES:
+        monkeypatch.setattr(module, "train_stage", recording)
     return trained
 
 
@@ -71,7 +73,8 @@ def test_changed_data_redoes_every_stage(first_run, tmp_path, tiny_bert_dir, mon
     trained = _trained_parts(monkeypatch)
     with caplog.at_level("WARNING", logger="mmoe"):
         again = train(_tiny_args(tiny_bert_dir, other_data, run, "--learning_rate", "0.01"))
-    assert "Stage categorize: its inputs changed" in caplog.text and "data.dataset" in caplog.text
+    changed = re.search(r"Stage categorize: its inputs changed since it ran \(([^)]*)\)", caplog.text)
+    assert changed and "data" in changed.group(1).split(", ")  # the identity of the data names the change
     assert sorted(trained) == sorted(["baseline", "redundancy", "uniqueness", "synergy", "router"])
     assert all(_fingerprints(run)[stage] != old[stage] for stage in STAGES)
     # the results describe the new run: 36 training rows instead of 48

@@ -1,6 +1,7 @@
 """MUStARD (Castro et al., 2019) in the speaker-independent split of the MMoE paper, with released extras.
 
-A folder such as ``../shared/data/mustard`` holds (see its README):
+A user builds the folder from the public MUStARD release (the utterances, in the MMoE paper's speaker-independent
+split) and the MMoE authors' released captions and unimodal predictions. It holds:
 
 * ``mustard_train.json``, ``mustard_validation.json`` and optionally ``mustard_test.json``:
   ``{id: {utterance, speaker, context[], context_speakers[], show, sarcasm}}``;

@@ -3,7 +3,7 @@
 Precision, recall and F1 use binary averaging (positive class 1) for two classes and macro averaging otherwise,
 as in the MMoE paper's tables. ``balanced_accuracy`` (mean recall over the classes present in the references)
 and ``macro_f1`` (F1 averaged over all ``num_labels`` classes) do not reward a model that always answers the
-majority or the positive class (DESIGN, section 6). Load it with ``mmoe.metrics.load_classification_metric()`` or
+majority or the positive class. Load it with ``mmoe.metrics.load_classification_metric()`` or
 ``evaluate.load("<path to this file>")``; it needs no download.
 """
 

@@ -4,7 +4,8 @@
   the method, how rows become inputs (``text_template``, ``modalities``, ``image_column``, ...), categorization,
   the stages' schedules. Every Trainer option (``--max_steps``, ``--bf16``, ``--seed``, ``--push_to_hub``, ...)
   works too.
-* :class:`ModelArguments` is *derived* from the model-option tables of :mod:`mmoe.configuration_mmoe`
+* :class:`ModelArguments` is *derived* from the model-option tables of
+  :mod:`mmoe.configuration_mmoe`
   (``MODEL_OPTIONS``): each config field is a flag under the same name with the same default and help, plus the
   backbone and how it is loaded.
 * :class:`DataArguments` says where ``mmoe-train`` takes its data from (the Python API takes ``Dataset`` objects).
@@ -13,9 +14,10 @@ Each field's ``metadata["stage"]`` says which stage's results it changes: ``"all
 ``"categorize"``, ``"baseline"``, ``"experts"``, ``"router"``, ``"i2moe"``, ``"method"`` (which stages run; it changes
 none of them, so that both methods share a folder's categorization and baseline) or ``"reporting"`` (where and how a
 run reports, never what it trains). The categorization's fingerprint holds the two modalities it reads (see
-:class:`~mmoe.training.stages.StageContext`), whatever ``modalities`` spells. Stage fingerprints (:mod:`.records`), the "reporting only" rule and the card's list of
-options (:func:`recipe_options`) are computed from it. Options of ``TrainingArguments`` itself get theirs from
-:data:`TRAINER_REPORTING_FIELDS` (every other ``TrainingArguments`` field changes every stage).
+:class:`~mmoe.training.stages.StageContext`), whatever ``modalities`` spells. Stage fingerprints (:mod:`.records`),
+the "reporting only" rule and the card's list of options (:func:`recipe_options`) are computed from it. Options of
+``TrainingArguments`` itself get theirs from :data:`TRAINER_REPORTING_FIELDS` (every other ``TrainingArguments``
+field changes every stage).
 
 Building these dataclasses checks ranges and choices (``--lora_r 0``, ``--min_confidence 1.5`` raise
 :class:`~mmoe.training.validation.ArgumentsError`, a ``ValueError`` naming the option).
@@ -288,7 +290,7 @@ def recipe_options(args: Any, method: str) -> dict[str, Any]:
 
 
 _CARD_TRAINER_FIELDS = (
-    "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay",
+    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay",
     "warmup_steps", "lr_scheduler_type", "seed", "bf16", "fp16",
 )
 """``TrainingArguments``' own fields that describe the recipe on a card (the rest describe the machine)."""

@@ -2,7 +2,7 @@
 
 Examples::
 
-    mmoe-categorize --dataset mustard --data_dir ../shared/data/mustard --output_dir runs/mustard-categorized
+    mmoe-categorize --dataset mustard --data_dir mustard/ --output_dir runs/mustard-categorized
     mmoe-categorize --dataset my_saved_dataset --output_dir out --min_confidence 0.1 --min_minority_fraction 0.2
     mmoe-categorize config.yaml          # the same options as YAML (or JSON) keys
 """

@@ -1,4 +1,4 @@
-"""Say it when a system answers one class (DESIGN, section 6).
+"""Say it when a system answers one class.
 
 On a positive-heavy split a model that always answers "positive" scores a high binary F1 (MUStARD: F1 0.60 at
 accuracy 0.43). The pipeline records ``eval_results["degenerate"]`` (``{"baseline": bool, "mmoe": bool}``, from

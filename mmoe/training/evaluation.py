@@ -133,8 +133,8 @@ def evaluate_mixture(
 
 
 def _class_coverage(predictions: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
-    """``degenerate`` (a system answers one class on the whole split: its F1 is not evidence of skill, DESIGN,
-    section 6) and ``predicted_classes`` of each system's predictions ``[N]``."""
+    """``degenerate`` (a system answers one class on the whole split: its F1 is not evidence of skill)
+    and ``predicted_classes`` of each system's predictions ``[N]``."""
     return {
         "degenerate": {system: bool(len(np.unique(pred)) <= 1) for system, pred in predictions.items()},
         "predicted_classes": {system: np.unique(pred).tolist() for system, pred in predictions.items()},

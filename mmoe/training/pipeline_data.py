@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_from_disk
+from datasets import ClassLabel, Dataset, DatasetDict, Image, Value
 from transformers import AutoConfig
 
 from ..backbone_utils import is_vision_language

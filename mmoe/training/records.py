@@ -16,7 +16,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from .runtime import agree, atomic_write_text, is_main_process, wait_for_everyone
+from .runtime import agree, atomic_write_json, is_main_process, wait_for_everyone
 
 logger = logging.getLogger("mmoe")
 
@@ -108,7 +108,7 @@ def mark_stage_done(stage_dir: Path, inputs: dict[str, Any], summary: dict[str, 
     every process waits until it is written."""
     if is_main_process():
         record = {"fingerprint": stage_fingerprint(inputs), "inputs": inputs, "summary": summary}
-        atomic_write_text(stage_dir / STAGE_DONE, json.dumps(record, indent=2, default=float))
+        atomic_write_json(stage_dir / STAGE_DONE, record, default=float)
     wait_for_everyone()
 
 

@@ -15,7 +15,6 @@ Each stage is a ``transformers.Trainer`` over a model whose ``forward`` computes
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from .evaluation import I2MOE_OUTPUT_FIELDS, evaluate_i2moe, evaluate_mixture, p
 from .pipeline_data import card_metadata, encode_string_labels, evaluation_split, skip_image_decoding
 from .records import dataset_fingerprint, read_stage_summary
 from .run_files import EVAL_RESULTS_FILE, RUN_FILE
-from .runtime import atomic_write_text, is_main_process, wait_for_everyone
+from .runtime import atomic_write_json, is_main_process, wait_for_everyone
 from .seeds import aggregate_seeds, choose_root_seed
 from .stages import StageContext, run_baseline, run_categorize, run_experts, run_i2moe, run_router
 from .stages.baseline import BASELINE
@@ -114,7 +113,7 @@ class MMoETrainer:
         self.template = resolve_text_template(dataset_name or "", text_template or self.args.text_template)
         self.compute_metrics, self.callbacks = compute_metrics, list(callbacks or [])
         self.dataset_name = dataset_name
-        check_arguments(self.model_args, None, self.args)
+        check_arguments(self.model_args, None, self.args, self.template)
         self.model: Mixture | None = None
         self.results: dict[str, Any] | None = None
         self._contexts: dict[int, StageContext] = {}
@@ -204,7 +203,7 @@ class MMoETrainer:
         if is_main_process():
             model.save_pretrained(ctx.run_dir)
             ctx.processor.save_pretrained(ctx.run_dir)
-            atomic_write_text(ctx.run_dir / EVAL_RESULTS_FILE, json.dumps(results, indent=2))
+            atomic_write_json(ctx.run_dir / EVAL_RESULTS_FILE, results)  # strict JSON: NaN becomes null
             self._write_run_info(ctx.run_dir, seeds, **extra)
         wait_for_everyone()
 
@@ -222,7 +221,7 @@ class MMoETrainer:
             "seeds": seeds, "hyperparameters": hyperparameters, **card_metadata(self.dataset_name, self.args),
             **extra,
         }
-        atomic_write_text(folder / RUN_FILE, json.dumps(info, indent=2, default=str))
+        atomic_write_json(folder / RUN_FILE, info, default=str)
 
     def _combine_seeds(self, output_dir: Path, seeds: list[int], per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         """Mean ± std over seeds; the root folder holds the model of the seed chosen by :func:`choose_root_seed`."""
@@ -246,7 +245,7 @@ class MMoETrainer:
                     shutil.copy2(item, output_dir / item.name)
                 elif item.is_dir() and (item / "adapter_config.json").is_file():  # peft adapter folders (referenced)
                     shutil.copytree(item, output_dir / item.name, dirs_exist_ok=True)
-            atomic_write_text(output_dir / EVAL_RESULTS_FILE, json.dumps(results, indent=2))
+            atomic_write_json(output_dir / EVAL_RESULTS_FILE, results)
             self._write_run_info(output_dir, seeds, root_seed=root_seed, root_seed_reason=reason)
         wait_for_everyone()
         return results
@@ -351,7 +350,8 @@ def _model_arguments(model: Any, init_kwargs: dict[str, Any] | None, args: MMoET
                 "MMoETrainer: the model's config has no backbone_name_or_path; build it with from_backbone(<name or "
                 "folder>) or pass the backbone's name as model=."
             ])
-        options = {option.name: getattr(config, option.name) for option in MODEL_OPTIONS if hasattr(config, option.name)}
+        options = {option.name: getattr(config, option.name)
+                   for option in MODEL_OPTIONS if hasattr(config, option.name)}
         kwargs = {**options, **kwargs, "backbone": backbone}
     elif isinstance(model, str):
         kwargs["backbone"] = model

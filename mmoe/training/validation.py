@@ -31,7 +31,7 @@ from ..configuration_mmoe import METHODS, POOLING_METHODS, REWEIGHTING_METHODS, 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 """``--backbone``'s default (re-exported by :mod:`mmoe.training.arguments`)."""
 TINY_BACKBONES = ("tiny-bert", "tiny-qwen2", "tiny-vilt", "tiny-llava")
-"""Names ``resolve_backbone`` (:mod:`mmoe.training.pipeline`, which imports this tuple) builds from a config."""
+"""Names ``resolve_backbone`` (:mod:`mmoe.training.backbones`, which imports this tuple) builds from a config."""
 UNIMODAL_SOURCES = ("auto", "precomputed", "trained")
 BUILTIN_DATASETS = ("synthetic", "mustard")
 SELECTION_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "f1", "precision", "recall")
@@ -177,7 +177,8 @@ def modality_template_problems(args: Any, template: str) -> list[str]:
         )
     elif len(modalities) < 2:
         problems.append(
-            f"--method {args.method} needs at least two modalities; the text template {template!r} has only {modalities}. "
+            f"--method {args.method} needs at least two modalities; the text template {template!r} has only "
+            f"{modalities}. "
             "Put the caption and the text into the template (e.g. --text_template '{caption} | {text}')."
         )
     return problems
@@ -222,6 +223,11 @@ def input_option_problems(args: Any) -> list[str]:
 STAGE_EPOCH_OPTIONS = (
     "baseline_num_train_epochs", "expert_num_train_epochs", "router_num_train_epochs", "i2moe_num_train_epochs",
 )
+METHOD_EPOCH_OPTIONS = {
+    "mmoe": ("baseline_num_train_epochs", "expert_num_train_epochs", "router_num_train_epochs"),
+    "i2moe": ("baseline_num_train_epochs", "i2moe_num_train_epochs"),
+}
+"""The stages each method runs: only their epochs can stand in for ``--num_train_epochs``."""
 
 
 def recipe_problems(args: Any) -> list[str]:
@@ -257,7 +263,8 @@ def training_argument_problems(args: Any) -> list[str]:
     steps_ok = isinstance(args.max_steps, int) and args.max_steps > 0
     epochs_ok = isinstance(args.num_train_epochs, (int, float)) and args.num_train_epochs > 0
     if not steps_ok and not epochs_ok:
-        falling_back = [option for option in STAGE_EPOCH_OPTIONS if getattr(args, option) is None]
+        falling_back = [option for option in METHOD_EPOCH_OPTIONS.get(args.method, STAGE_EPOCH_OPTIONS)
+                        if getattr(args, option) is None]
         if falling_back:
             problems.append(
                 f"Nothing would be trained: --num_train_epochs is {args.num_train_epochs} and --max_steps is "
@@ -402,10 +409,11 @@ def dataset_problems(args: Any) -> list[str]:
     return problems
 
 
-def check_arguments(model_args: Any, data_args: Any | None, training_args: Any) -> None:
+def check_arguments(model_args: Any, data_args: Any | None, training_args: Any, template: str | None = None) -> None:
     """Raise :class:`ArgumentsError` listing every invalid option; touch nothing on disk or on the Hub.
 
-    ``data_args`` (the CLI's data source) may be ``None`` when the datasets are given as objects."""
+    ``data_args`` (the CLI's data source) may be ``None`` when the datasets are given as objects; ``template`` is the
+    resolved text template (default: ``training_args.text_template``, else the data source's default)."""
     from ..data.collators import resolve_text_template
 
     problems = model_argument_problems(model_args) + recipe_problems(training_args)
@@ -418,7 +426,7 @@ def check_arguments(model_args: Any, data_args: Any | None, training_args: Any) 
         problems += data_source_problems(data_args) + dataset_problems(data_args)
     dataset_name = data_args.dataset if data_args is not None else ""
     problems += modality_template_problems(
-        training_args, resolve_text_template(dataset_name, training_args.text_template)
+        training_args, template or resolve_text_template(dataset_name, training_args.text_template)
     )
     raise_if_problems(sorted(set(problems), key=problems.index))
 

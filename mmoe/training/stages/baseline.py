@@ -6,6 +6,7 @@ import torch
 from datasets import DatasetDict
 from safetensors.torch import load_file
 
+from ..nonfinite import assert_finite_state
 from ..records import mark_stage_done, stage_is_done
 from ..runtime import atomic_save_tensors, is_main_process
 from .common import selection_metric, train_stage
@@ -15,7 +16,8 @@ BASELINE = "baseline"
 
 
 def run_baseline(ctx: StageContext, dataset: DatasetDict) -> dict[str, torch.Tensor]:
-    """Train (or reload) the baseline; returns its weights (:meth:`~mmoe.MMoEForSequenceClassification.expert_state_dict`)."""
+    """Train (or reload) the baseline; returns its weights
+    (:meth:`~mmoe.MMoEForSequenceClassification.expert_state_dict`)."""
     stage_dir = ctx.run_dir / BASELINE
     weights = stage_dir / "baseline.safetensors"
     inputs = ctx.stage_inputs(BASELINE, "categorize")
@@ -30,6 +32,8 @@ def run_baseline(ctx: StageContext, dataset: DatasetDict) -> dict[str, torch.Ten
             metric=selection_metric(ctx, BASELINE, validation), num_classes=ctx.num_labels, label_names=["labels"],
         )
         if is_main_process():
-            atomic_save_tensors(model.expert_state_dict(BASELINE), weights)
+            state = model.expert_state_dict(BASELINE)
+            assert_finite_state(state, "the baseline's weights")  # a NaN model is never saved as a result
+            atomic_save_tensors(state, weights)
         mark_stage_done(stage_dir, inputs, summary)
     return load_file(str(weights))

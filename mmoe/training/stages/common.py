@@ -15,6 +15,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from ..callbacks import ModelCardCallback
+from ..nonfinite import NonFiniteLossCallback
 from ..runtime import check_on_device, is_main_process
 from ..trainer_utils import KeepBestStateCallback, make_compute_metrics, stage_arguments
 from .context import StageContext
@@ -72,7 +73,8 @@ def train_stage(
     )
     compute = make_compute_metrics(num_classes, average=average)
     callbacks: list[TrainerCallback] = [
-        keep_best, ModelCardCallback(stage=name, output_dir=ctx.run_dir), *ctx.callbacks,
+        keep_best, NonFiniteLossCallback(name), ModelCardCallback(stage=name, output_dir=ctx.run_dir),
+        *ctx.callbacks,
     ]
     trainer = Trainer(
         model=model,

@@ -10,6 +10,7 @@ import torch
 from datasets import DatasetDict
 from safetensors.torch import load_file
 
+from ..nonfinite import assert_finite_state
 from ..records import mark_stage_done, stage_is_done
 from ..runtime import atomic_save_tensors, is_main_process
 from .common import selection_metric, train_stage
@@ -54,7 +55,9 @@ def run_experts(
                     label_names=["labels"],
                 )
             if is_main_process():
-                atomic_save_tensors(model.expert_state_dict(expert), stage_dir / f"{expert}.safetensors")
+                state = model.expert_state_dict(expert)
+                assert_finite_state(state, f"expert {expert}'s weights")
+                atomic_save_tensors(state, stage_dir / f"{expert}.safetensors")
         mark_stage_done(stage_dir, inputs, summaries)
     return {expert: load_file(str(stage_dir / name)) for expert, name in zip(ctx.experts, files)}
 

@@ -9,6 +9,7 @@ from datasets import DatasetDict
 from safetensors.torch import load_file
 
 from ...modeling_i2moe import I2MoEForSequenceClassification
+from ..nonfinite import assert_finite_state
 from ..records import mark_stage_done, stage_is_done
 from ..runtime import atomic_save_tensors, check_on_device, is_main_process, to_device
 from .common import selection_metric, train_stage, trainable_state
@@ -36,7 +37,9 @@ def run_i2moe(
             metric=selection_metric(ctx, I2MOE, validation), num_classes=ctx.num_labels, label_names=["labels"],
         )
         if is_main_process():
-            atomic_save_tensors(trainable_state(model.train_mixture()), weights)
+            state = trainable_state(model.train_mixture())
+            assert_finite_state(state, "the I2MoE model's weights")
+            atomic_save_tensors(state, weights)
         mark_stage_done(stage_dir, inputs, summary)
     model.load_state_dict(load_file(str(weights)), strict=False)
     model = to_device(model.train_mixture().eval(), ctx.device)

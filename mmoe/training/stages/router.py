@@ -21,6 +21,7 @@ from transformers import default_data_collator
 from ...modeling_mmoe import MMoEForSequenceClassification
 from ..categorize import interaction_counts
 from ..evaluation import predict
+from ..nonfinite import assert_finite_state
 from ..records import mark_stage_done, stage_is_done
 from ..runtime import atomic_save_tensors, check_on_device, is_main_process, to_device
 from .common import train_stage
@@ -49,7 +50,9 @@ def run_router(
         summary = _train_router(ctx, model, dataset, stage_dir)
         if is_main_process():
             names = set(model.router_parameter_names())  # the head, and the router's own adapter if any
-            atomic_save_tensors({k: v for k, v in model.state_dict().items() if k in names}, weights)
+            state = {k: v for k, v in model.state_dict().items() if k in names}
+            assert_finite_state(state, "the router's weights")
+            atomic_save_tensors(state, weights)
         mark_stage_done(stage_dir, inputs, summary)
     model.load_state_dict(load_file(str(weights)), strict=False)
     model = to_device(model.train_mixture().eval(), ctx.device)

@@ -29,6 +29,8 @@ from transformers import (
 )
 
 from ...data.predictions import MODALITIES, check_dataset, prediction_columns, set_columns
+from ..nonfinite import NonFiniteLossCallback
+from ..trainer_utils import first_array
 
 
 def assign_folds(labels: Sequence[int], num_folds: int, seed: int = 0) -> list[int]:
@@ -222,9 +224,10 @@ def cross_fit_predictions(
                 seed + k,
             )
             held_out = np.flatnonzero(folds == k)
-            train_probs[held_out] = _softmax(trainer.predict(train.select(held_out)).predictions)
+            # an MMoE view classifier returns (logits, expert_logits): the first tensor holds the class scores
+            train_probs[held_out] = _softmax(first_array(trainer.predict(train.select(held_out)).predictions))
             for name, split in others.items():
-                other_probs[name] += _softmax(trainer.predict(split).predictions) / num_folds
+                other_probs[name] += _softmax(first_array(trainer.predict(split).predictions)) / num_folds
             del trainer
     result = set_columns(train, {**prediction_columns(prefix, train_probs), f"{prefix}_fold": folds.tolist()})
     if not others:
@@ -253,7 +256,8 @@ def _train_fold(
         str(model_name_or_path), modality, num_labels, column, label_column, max_length
     )
     trainer = Trainer(
-        model=model, args=args, train_dataset=train_rows, data_collator=collator, processing_class=processing_class
+        model=model, args=args, train_dataset=train_rows, data_collator=collator, processing_class=processing_class,
+        callbacks=[NonFiniteLossCallback(f"unimodal predictor ({column})")],  # a diverged fold stops the run
     )
     trainer.train()
     return trainer
