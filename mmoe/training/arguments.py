@@ -290,7 +290,8 @@ def recipe_options(args: Any, method: str) -> dict[str, Any]:
 
 
 _CARD_TRAINER_FIELDS = (
-    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay",
+    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "weight_decay",
     "warmup_steps", "lr_scheduler_type", "seed", "bf16", "fp16",
 )
 """``TrainingArguments``' own fields that describe the recipe on a card (the rest describe the machine)."""
