@@ -14,8 +14,12 @@ precedence is: preset < config file < flags.
 (:func:`mmoe.training.validation.check_arguments`): ranges, that some training can happen, a writable
 ``--output_dir`` that is not a file, a ``--backbone`` folder that exists, ``--dataset``/``--data_dir``, and
 ``--push_to_hub`` with a ``--hub_model_id``. ``mmoe-train`` prints every problem and exits with status 2;
-:func:`train` raises :class:`~mmoe.training.validation.ArgumentsError` (a ``ValueError``). Labels are checked
+:func:`train` raises :class:`~mmoe.training.validation.ArgumentsError` (a ``ValueError``). An option with fixed
+choices (``--pooling``, ``--method``, ...) is refused by argparse itself, also with status 2. Labels are checked
 when the data is loaded, still before any training (:func:`mmoe.training.pipeline_data.validate_dataset`).
+
+**A thin layer.** :func:`train` loads the data source (:mod:`mmoe.training.sources`) and hands everything to
+:class:`~mmoe.training.trainer.MMoETrainer`, which Python users call directly.
 """
 
 from __future__ import annotations
