@@ -6,10 +6,8 @@ import torch
 from datasets import DatasetDict
 from safetensors.torch import load_file
 
-from ..nonfinite import assert_finite_state
 from ..records import mark_stage_done, stage_is_done
-from ..runtime import atomic_save_tensors, is_main_process
-from .common import selection_metric, train_stage
+from .common import save_weights, selection_metric, train_stage
 from .context import StageContext
 
 BASELINE = "baseline"
@@ -31,9 +29,6 @@ def run_baseline(ctx: StageContext, dataset: DatasetDict) -> dict[str, torch.Ten
             set_state=lambda state: model.load_expert_state_dict(state, BASELINE),
             metric=selection_metric(ctx, BASELINE, validation), num_classes=ctx.num_labels, label_names=["labels"],
         )
-        if is_main_process():
-            state = model.expert_state_dict(BASELINE)
-            assert_finite_state(state, "the baseline's weights")  # a NaN model is never saved as a result
-            atomic_save_tensors(state, weights)
+        save_weights(model.expert_state_dict(BASELINE), weights, "the baseline's weights")
         mark_stage_done(stage_dir, inputs, summary)
     return load_file(str(weights))

@@ -11,12 +11,13 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from ..callbacks import ModelCardCallback
-from ..nonfinite import NonFiniteLossCallback
-from ..runtime import check_on_device, is_main_process
+from ..nonfinite import NonFiniteLossCallback, assert_finite_state
+from ..runtime import atomic_save_tensors, check_on_device, is_main_process, to_device
 from ..trainer_utils import KeepBestStateCallback, make_compute_metrics, stage_arguments
 from .context import StageContext
 
@@ -128,3 +129,19 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the trainable tensors of ``model``."""
     trainable = {name for name, param in model.named_parameters() if param.requires_grad}
     return {name: value.detach().clone() for name, value in model.state_dict().items() if name in trainable}
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    """Write a stage's trained tensors (main process only), refusing non-finite ones: a NaN model is never saved
+    as a result."""
+    if is_main_process():
+        assert_finite_state(state, what)
+        atomic_save_tensors(state, path)
+
+
+def load_trained(ctx: StageContext, model: nn.Module, weights: Path, what: str) -> nn.Module:
+    """``model`` with a stage's saved tensors loaded over it, as the full mixture, in eval mode, on the run's device."""
+    model.load_state_dict(load_file(str(weights)), strict=False)
+    model = to_device(model.train_mixture().eval(), ctx.device)
+    check_on_device(model, ctx.device, what)
+    return model

@@ -10,10 +10,8 @@ import torch
 from datasets import DatasetDict
 from safetensors.torch import load_file
 
-from ..nonfinite import assert_finite_state
 from ..records import mark_stage_done, stage_is_done
-from ..runtime import atomic_save_tensors, is_main_process
-from .common import selection_metric, train_stage
+from .common import save_weights, selection_metric, train_stage
 from .context import StageContext
 
 logger = logging.getLogger("mmoe")
@@ -54,10 +52,8 @@ def run_experts(
                     metric=selection_metric(ctx, expert, validation), num_classes=ctx.num_labels,
                     label_names=["labels"],
                 )
-            if is_main_process():
-                state = model.expert_state_dict(expert)
-                assert_finite_state(state, f"expert {expert}'s weights")
-                atomic_save_tensors(state, stage_dir / f"{expert}.safetensors")
+            save_weights(model.expert_state_dict(expert), stage_dir / f"{expert}.safetensors",
+                         f"expert {expert}'s weights")
         mark_stage_done(stage_dir, inputs, summaries)
     return {expert: load_file(str(stage_dir / name)) for expert, name in zip(ctx.experts, files)}
 

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import torch
 from datasets import DatasetDict
-from safetensors.torch import load_file
 
 from ...modeling_i2moe import I2MoEForSequenceClassification
-from ..nonfinite import assert_finite_state
 from ..records import mark_stage_done, stage_is_done
-from ..runtime import atomic_save_tensors, check_on_device, is_main_process, to_device
-from .common import selection_metric, train_stage, trainable_state
+from .common import load_trained, save_weights, selection_metric, train_stage, trainable_state
 from .context import I2MOE, StageContext
 
 
@@ -36,12 +33,6 @@ def run_i2moe(
             set_state=lambda state: model.load_state_dict(state, strict=False),
             metric=selection_metric(ctx, I2MOE, validation), num_classes=ctx.num_labels, label_names=["labels"],
         )
-        if is_main_process():
-            state = trainable_state(model.train_mixture())
-            assert_finite_state(state, "the I2MoE model's weights")
-            atomic_save_tensors(state, weights)
+        save_weights(trainable_state(model.train_mixture()), weights, "the I2MoE model's weights")
         mark_stage_done(stage_dir, inputs, summary)
-    model.load_state_dict(load_file(str(weights)), strict=False)
-    model = to_device(model.train_mixture().eval(), ctx.device)
-    check_on_device(model, ctx.device, "the I2MoE model")
-    return model
+    return load_trained(ctx, model, weights, "the I2MoE model")

@@ -14,17 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
-from safetensors.torch import load_file
 from torch import nn
 from transformers import default_data_collator
 
 from ...modeling_mmoe import MMoEForSequenceClassification
 from ..categorize import interaction_counts
 from ..evaluation import predict
-from ..nonfinite import assert_finite_state
 from ..records import mark_stage_done, stage_is_done
-from ..runtime import atomic_save_tensors, check_on_device, is_main_process, to_device
-from .common import train_stage
+from .common import load_trained, save_weights, train_stage
 from .context import StageContext
 
 ROUTER = "router"
@@ -48,16 +45,10 @@ def run_router(
     inputs = ctx.stage_inputs(ROUTER, "experts")
     if not stage_is_done(stage_dir, inputs, ctx.overwrite, required=(weights.name,)):
         summary = _train_router(ctx, model, dataset, stage_dir)
-        if is_main_process():
-            names = set(model.router_parameter_names())  # the head, and the router's own adapter if any
-            state = {k: v for k, v in model.state_dict().items() if k in names}
-            assert_finite_state(state, "the router's weights")
-            atomic_save_tensors(state, weights)
+        names = set(model.router_parameter_names())  # the head, and the router's own adapter if any
+        save_weights({k: v for k, v in model.state_dict().items() if k in names}, weights, "the router's weights")
         mark_stage_done(stage_dir, inputs, summary)
-    model.load_state_dict(load_file(str(weights)), strict=False)
-    model = to_device(model.train_mixture().eval(), ctx.device)
-    check_on_device(model, ctx.device, "the assembled mixture")
-    return model
+    return load_trained(ctx, model, weights, "the assembled mixture")
 
 
 def _train_router(
