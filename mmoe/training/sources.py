@@ -8,24 +8,37 @@ fingerprints and the defaults a built-in dataset implies (its text template).
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from datasets import DatasetDict, load_from_disk
 
 from ..data.collators import resolve_text_template
 from .arguments import DataArguments
+from .validation import ArgumentsError, dataset_type_problem
 
 
 def load_source(data_args: DataArguments) -> DatasetDict:
     """The raw ``DatasetDict`` named by ``--dataset`` (train, validation, optionally test), with
-    ``--max_train_samples`` / ``--max_eval_samples`` applied."""
+    ``--max_train_samples`` / ``--max_eval_samples`` applied.
+
+    Raises:
+        ArgumentsError: the source cannot be read (a folder that is no ``DatasetDict``, an empty or missing split, a
+            malformed MUStARD file, named with its path).
+    """
     name = data_args.dataset
+    problem = dataset_type_problem(name)
+    if problem:
+        raise ArgumentsError([problem])
     if name == "mustard":
         if not data_args.data_dir:
-            raise ValueError("--dataset mustard needs --data_dir <folder with mustard_train.json, ...>.")
+            raise ArgumentsError(["--dataset mustard needs --data_dir <folder with mustard_train.json, ...>."])
         from ..data.mustard import load_mustard
 
-        dataset = load_mustard(data_args.data_dir)
+        try:
+            dataset = load_mustard(data_args.data_dir)
+        except (ValueError, FileNotFoundError) as error:  # the loader names the file and the field
+            raise ArgumentsError([str(error)]) from None
     elif name == "synthetic":
         from ..data.synthetic import make_synthetic_dataset
 
@@ -37,21 +50,56 @@ def load_source(data_args: DataArguments) -> DatasetDict:
             seed=data_args.synthetic_seed,
         )
     elif Path(name).is_dir():
-        dataset = load_from_disk(name)
-        if not isinstance(dataset, DatasetDict):
-            raise ValueError(f"--dataset {name}: expected a DatasetDict folder with train/validation splits.")
+        dataset = _load_folder(Path(name))
     else:
-        raise ValueError(
+        raise ArgumentsError([
             f"--dataset {name!r} is neither 'synthetic', 'mustard' nor a folder written by DatasetDict.save_to_disk."
-        )
-    for split in ("train", "validation"):
-        if split not in dataset:
-            raise ValueError(f"The dataset needs a {split!r} split; it has {list(dataset)}.")
+        ])
+    problems = [f"The dataset needs a {split!r} split; it has {list(dataset)}."
+                for split in ("train", "validation") if split not in dataset]
+    problems += empty_split_problems(dataset, f"--dataset {name}")
+    if problems:
+        raise ArgumentsError(problems, subject="data")
     if data_args.max_train_samples is not None:
         dataset["train"] = dataset["train"].select(range(min(data_args.max_train_samples, len(dataset["train"]))))
     if data_args.max_eval_samples is not None:
         for split in [s for s in dataset if s != "train"]:
             dataset[split] = dataset[split].select(range(min(data_args.max_eval_samples, len(dataset[split]))))
+    return dataset
+
+
+def empty_split_problems(dataset: DatasetDict | dict, where: str = "the dataset") -> list[str]:
+    """One message per split without rows."""
+    return [f"Split {split!r} of {where} is empty (0 rows); every split needs rows (drop the split, or fill it)."
+            for split, rows in dataset.items() if len(rows) == 0]
+
+
+def _load_folder(folder: Path) -> DatasetDict:
+    """``load_from_disk`` of a ``DatasetDict`` folder; an empty split (which ``datasets`` cannot load: it fails with
+    an ``IndexError``) and any unreadable folder are refused by name."""
+    empty = []
+    try:
+        splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+        for split in splits:
+            state = json.loads((folder / split / "state.json").read_text(encoding="utf-8"))
+            if not state.get("_data_files"):
+                empty.append(split)
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass  # load_from_disk says what is wrong below
+    if empty:
+        raise ArgumentsError(
+            [f"Split {split!r} of --dataset {folder} is empty (0 rows); every split needs rows (drop the split, "
+             "or fill it)." for split in empty], subject="data")
+    try:
+        dataset = load_from_disk(str(folder))
+    except Exception as error:  # FileNotFoundError, a corrupt state.json or arrow file, ...
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        raise ArgumentsError([
+            f"--dataset {folder} cannot be loaded with datasets.load_from_disk ({type(error).__name__}: {reason}); "
+            "write it again with DatasetDict.save_to_disk."
+        ]) from None
+    if not isinstance(dataset, DatasetDict):
+        raise ArgumentsError([f"--dataset {folder}: expected a DatasetDict folder with train/validation splits."])
     return dataset
 
 

@@ -34,7 +34,7 @@ from ..modeling_mmoe import MMoEForSequenceClassification
 from .arguments import MMoETrainingArguments, ModelArguments, recipe_options
 from .categorize import categorize_splits
 from .evaluation import I2MOE_OUTPUT_FIELDS, evaluate_i2moe, evaluate_mixture, predict
-from .pipeline_data import card_metadata, encode_string_labels, evaluation_split, skip_image_decoding
+from .pipeline_data import card_metadata, check_data, encode_string_labels, evaluation_split, skip_image_decoding
 from .records import dataset_fingerprint, read_stage_summary
 from .run_files import EVAL_RESULTS_FILE, RUN_FILE
 from .runtime import atomic_write_json, is_main_process, wait_for_everyone
@@ -43,7 +43,7 @@ from .stages import StageContext, run_baseline, run_categorize, run_experts, run
 from .stages.baseline import BASELINE
 from .stages.context import I2MOE
 from .trainer_utils import scores
-from .validation import ArgumentsError, check_arguments
+from .validation import ArgumentsError, check_arguments, hub_access_problem
 
 logger = logging.getLogger("mmoe")
 
@@ -107,16 +107,27 @@ class MMoETrainer:
         splits = {"train": train_dataset, "validation": eval_dataset}
         if test_dataset is not None:
             splits["test"] = test_dataset
+        _refuse_empty_splits(splits)
         # The identity of the user's data, before this trainer maps anything (datasets' content fingerprints)
-        self.data_fingerprint = data_fingerprint or dataset_fingerprint(DatasetDict(splits))
+        self.data_fingerprint = dataset_fingerprint(DatasetDict(splits), self.args.image_column, data_fingerprint)
         self.dataset = encode_string_labels(DatasetDict(splits), self.args.label_column)
         self.template = resolve_text_template(dataset_name or "", text_template or self.args.text_template)
         self.compute_metrics, self.callbacks = compute_metrics, list(callbacks or [])
         self.dataset_name = dataset_name
         check_arguments(self.model_args, None, self.args, self.template)
+        self._check_before_training()
         self.model: Mixture | None = None
         self.results: dict[str, Any] | None = None
         self._contexts: dict[int, StageContext] = {}
+
+    def _check_before_training(self) -> None:
+        """Everything checkable before the first stage, raised as one :class:`ArgumentsError`: the data (columns,
+        labels against ``num_labels``, every image; :func:`~mmoe.training.pipeline_data.check_data`), then, with
+        ``push_to_hub``, that the Hub answers (offline is refused at once)."""
+        check_data(self.dataset, self.args, self.template)
+        problem = hub_access_problem(self.args)
+        if problem:
+            raise ArgumentsError([problem])
 
     # ------------------------------------------------------------------ training
     def train(self) -> dict[str, Any]:
@@ -331,6 +342,15 @@ class MMoETrainer:
             private=bool(self.args.hub_private_repo if private is None else private),
             token=token or self.args.hub_token,
         )
+
+
+def _refuse_empty_splits(splits: dict[str, Dataset]) -> None:
+    """A split without rows cannot select epochs or be evaluated (and ``datasets`` cannot even save it)."""
+    names = {"train": "train_dataset", "validation": "eval_dataset", "test": "test_dataset"}
+    empty = [name for name, split in splits.items() if len(split) == 0]
+    if empty:
+        raise ArgumentsError([f"Split {name!r} ({names[name]}) is empty (0 rows); every split needs rows."
+                              for name in empty], subject="data")
 
 
 def _model_arguments(model: Any, init_kwargs: dict[str, Any] | None, args: MMoETrainingArguments) -> Any:

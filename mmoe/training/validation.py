@@ -10,6 +10,10 @@ finds in one :class:`ArgumentsError`; each line names the option and says what t
   a valid Hub id; a path that does not exist fails here rather than as a Hub error after the network times out;
 * ``--dataset`` / ``--data_dir``: the data can be found;
 * ``--push_to_hub`` has a valid ``--hub_model_id`` (refused now, not after hours of training).
+* precision: ``--bf16`` over a ``--backbone_dtype float16`` backbone on the CPU (:func:`precision_problems`).
+
+:func:`hub_access_problem` (the Hub answers when pushing) runs once, in ``MMoETrainer.__init__``, since it needs
+the network; the data is checked there too (:mod:`mmoe.training.pipeline_data`).
 
 The range checks of :class:`~mmoe.training.arguments.ModelArguments` and
 :class:`~mmoe.training.arguments.DataArguments` also run when those dataclasses are built (``__post_init__``),
@@ -43,12 +47,12 @@ MAX_SEED = 2**32 - 1  # numpy's seeding limit
 class ArgumentsError(ValueError):
     """Invalid ``mmoe-train`` options, found before any training. The message has one line per problem."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], subject: str = "options") -> None:
         self.problems = list(problems)
         if len(self.problems) == 1:
             message = self.problems[0]
         else:
-            message = f"{len(self.problems)} problems with the options:\n" + "\n".join(
+            message = f"{len(self.problems)} problems with the {subject}:\n" + "\n".join(
                 f"  - {problem}" for problem in self.problems
             )
         super().__init__(message)
@@ -184,9 +188,23 @@ def modality_template_problems(args: Any, template: str) -> list[str]:
     return problems
 
 
+IN_MEMORY_DATASET_HINT = (
+    "--dataset takes a name or folder; to train on an in-memory DatasetDict use "
+    "MMoETrainer(train_dataset=ds['train'], eval_dataset=ds['validation'])"
+)
+
+
+def dataset_type_problem(dataset: Any) -> str | None:
+    """``--dataset`` is a name or a folder (a ``str`` or a path), never a dataset object."""
+    if isinstance(dataset, (str, os.PathLike)):
+        return None
+    return f"{IN_MEMORY_DATASET_HINT} (got a {type(dataset).__name__})."
+
+
 def data_source_problems(args: Any) -> list[str]:
     """Ranges of the data-source options (no file system access)."""
     return _collect(
+        dataset_type_problem(args.dataset),
         number_problem("synthetic_num_train", args.synthetic_num_train, gt=0, integer=True),
         number_problem("synthetic_num_validation", args.synthetic_num_validation, gt=0, integer=True),
         number_problem("synthetic_num_test", args.synthetic_num_test, gt=0, integer=True),
@@ -378,6 +396,8 @@ def output_dir_problem(output_dir: str | None, option: str = "output_dir") -> st
 def dataset_problems(args: Any) -> list[str]:
     """``--dataset`` is built in or a saved ``DatasetDict`` folder; ``--data_dir`` exists (and holds MUStARD)."""
     problems = []
+    if dataset_type_problem(args.dataset):
+        return problems  # reported by data_source_problems; a dataset object is no path to look at
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         problems.append(f"--data_dir {args.data_dir} is not an existing folder; check the path.")
     if args.dataset == "mustard":
@@ -409,6 +429,91 @@ def dataset_problems(args: Any) -> list[str]:
     return problems
 
 
+# ------------------------------------------------------------------------------------------- precision
+def training_on_cpu(training_args: Any) -> bool:
+    """Whether the stages will train on the CPU: ``--use_cpu``, or no accelerator that the Trainer would pick."""
+    if getattr(training_args, "use_cpu", False):
+        return True
+    import torch
+
+    accelerators = (torch.cuda.is_available(),
+                    getattr(getattr(torch, "xpu", None), "is_available", lambda: False)(),
+                    getattr(getattr(torch.backends, "mps", None), "is_available", lambda: False)())
+    return not any(accelerators)
+
+
+def precision_problems(model_args: Any, training_args: Any) -> list[str]:
+    """Precision options that cannot train on this machine. Probed on a CPU (torch 2.13): float32, bfloat16 and
+    float16 backbones train in float32, under ``--bf16`` (a bfloat16 or float32 backbone) and under ``--fp16``;
+    ``--bf16`` over a float16 backbone fails in the first forward pass (``RuntimeError: mixed dtype (CPU)``)."""
+    bf16 = bool(getattr(training_args, "bf16", False))
+    dtype = getattr(model_args, "backbone_dtype", None)
+    if bf16 and dtype == "float16" and training_on_cpu(training_args):
+        return [
+            "--bf16 with --backbone_dtype float16 cannot train on the CPU (bfloat16 autocast over float16 weights "
+            "fails with 'mixed dtype (CPU)'); float16 backbones need a GPU. On the CPU use --backbone_dtype "
+            "bfloat16 --bf16, or a float32 backbone (--backbone_dtype float32, or leave it out) with or without --bf16."
+        ]
+    return []
+
+
+def training_arguments_error_message(error: Exception) -> str:
+    """``TrainingArguments``' own refusal (raised while it is built) as a one-line mmoe-train problem."""
+    message = " ".join(str(error).split())
+    if "bf16" in message and "use_cpu" in message:
+        return (
+            "--bf16 needs a GPU with bfloat16 support, and none was found; to train in bfloat16 on the CPU add "
+            "--use_cpu (with --backbone_dtype bfloat16 or float32), or drop --bf16."
+        )
+    if "fp16" in message and ("gpu" in message.lower() or "device" in message.lower()):
+        return (
+            f"--fp16 cannot be used on this machine ({message}); drop --fp16, or on the CPU use --use_cpu --bf16 "
+            "--backbone_dtype bfloat16."
+        )
+    return message
+
+
+# ------------------------------------------------------------------------------------------- the Hub
+HUB_CHECK_TIMEOUT = 20.0
+"""Seconds that :func:`hub_access_problem` waits for the Hub to answer."""
+
+
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return bool(constants.HF_HUB_OFFLINE) or flag in ("1", "ON", "YES", "TRUE")
+
+
+def hub_access_problem(training_args: Any, timeout: float | None = None) -> str | None:
+    """With ``--push_to_hub``: the Hub answers and the token is accepted (``HfApi.whoami``, at most ``timeout``
+    seconds), checked before any training rather than after it. ``HF_HUB_OFFLINE=1`` is refused at once."""
+    if not getattr(training_args, "push_to_hub", False) or not getattr(training_args, "hub_model_id", None):
+        return None
+    later = ("or drop --push_to_hub and publish the finished folder later with `mmoe-card --output_dir <folder> "
+             "--push_to_hub --hub_model_id ...`.")
+    if hub_offline():
+        return f"--push_to_hub: HF_HUB_OFFLINE is set, so nothing can be uploaded; unset HF_HUB_OFFLINE, {later}"
+    import concurrent.futures
+
+    from huggingface_hub import HfApi
+
+    token = getattr(training_args, "hub_token", None)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        pool.submit(HfApi(token=token).whoami).result(timeout=HUB_CHECK_TIMEOUT if timeout is None else timeout)
+    except concurrent.futures.TimeoutError:
+        return (f"--push_to_hub: the Hub did not answer within {HUB_CHECK_TIMEOUT if timeout is None else timeout:g} "
+                f"s; check the network, {later}")
+    except Exception as error:  # network errors, an invalid or missing token
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        return (f"--push_to_hub: cannot reach the Hub or log in to it ({type(error).__name__}: {reason}); check the "
+                f"network and the token (`hf auth login`, or --hub_token), {later}")
+    finally:
+        pool.shutdown(wait=False)
+    return None
+
+
 def check_arguments(model_args: Any, data_args: Any | None, training_args: Any, template: str | None = None) -> None:
     """Raise :class:`ArgumentsError` listing every invalid option; touch nothing on disk or on the Hub.
 
@@ -422,6 +527,7 @@ def check_arguments(model_args: Any, data_args: Any | None, training_args: Any, 
         backbone_problem("backbone", model_args.backbone),
         backbone_problem("unimodal_backbone", training_args.unimodal_backbone),
     )
+    problems += precision_problems(model_args, training_args)
     if data_args is not None:
         problems += data_source_problems(data_args) + dataset_problems(data_args)
     dataset_name = data_args.dataset if data_args is not None else ""
@@ -439,9 +545,11 @@ __all__ = [
     "data_source_problems",
     "recipe_problems",
     "dataset_problems",
+    "hub_access_problem",
     "looks_like_path",
     "model_argument_problems",
     "number_problem",
     "output_dir_problem",
+    "precision_problems",
     "training_argument_problems",
 ]

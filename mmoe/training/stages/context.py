@@ -24,9 +24,9 @@ from ...version import __version__
 from ..arguments import MMoETrainingArguments, stage_options
 from ..backbones import backbone_load_kwargs, resolve_backbone
 from ..pipeline_data import num_labels_of
-from ..records import STAGE_VERSIONS, stage_fingerprint
-from ..runtime import main_process_first, training_device
-from ..validation import ArgumentsError
+from ..records import STAGE_VERSIONS, folder_fingerprint, stage_fingerprint
+from ..runtime import agree, is_main_process, main_process_first, training_device
+from ..validation import TINY_BACKBONES, ArgumentsError
 
 I2MOE = "i2moe"
 _MMOE_FIELDS = frozenset(option.name for option in SHARED_OPTIONS + ROUTER_OPTIONS)
@@ -167,7 +167,11 @@ class StageContext:
     # ------------------------------------------------------------------ fingerprints
     def stage_inputs(self, stage: str, previous: str | None = None, **extra: Any) -> dict[str, Any]:
         """What ``stage`` depends on: its code version, the seed, the previous stage's fingerprint, the options whose
-        ``stage`` metadata names it or every stage (recipe and model), the data, and ``extra``."""
+        ``stage`` metadata names it or every stage (recipe and model), the data, the content of the backbone when it
+        is a folder (:func:`~mmoe.training.records.folder_fingerprint`; ``None`` for a Hub id) and ``extra``.
+
+        Called by every process at the same point of each stage: the main process hashes (once per backbone, then
+        from the cache) and shares the result."""
         inputs = {
             "stage": stage, "stage_version": STAGE_VERSIONS[stage], "mmoe_version": __version__, "seed": self.seed,
             "previous": self.fingerprints.get(previous) if previous else None,
@@ -177,6 +181,17 @@ class StageContext:
                       else stage_options(self.model_args, stage)),
             "template": self.template, "data": self.data_fingerprint, **extra,
         }
+        inputs.update(agree(self._content_inputs(stage) if is_main_process() else None))
         self.fingerprints[stage] = stage_fingerprint(inputs)
         return inputs
 
+    def _content_inputs(self, stage: str) -> dict[str, str | None]:
+        """The content fingerprints of the backbone folder and, for categorization, of a ``--unimodal_backbone``
+        folder (a tiny test backbone's name or a Hub id: ``None``)."""
+        content = {"backbone_content": folder_fingerprint(self.backbone)}
+        unimodal = self.args.unimodal_backbone
+        if stage == "categorize" and unimodal:
+            named_tiny = unimodal in TINY_BACKBONES and not Path(unimodal).exists()
+            folder = None if named_tiny else resolve_backbone(unimodal, Path(self.args.output_dir))
+            content["unimodal_backbone_content"] = folder_fingerprint(folder)
+        return content
