@@ -351,3 +351,22 @@ def test_every_problem_gets_its_own_error_line(
                          "--lora_dropout", "2"], capsys)
     assert len(lines) == 2
     assert lines[0].startswith("--lora_r must be > 0") and lines[1].startswith("--lora_dropout must be in [0, 1)")
+
+
+def test_options_the_method_never_reads_are_named_and_left_off_the_card():
+    """An option of a stage the method does not run is warned about (one line each) and never listed on the card."""
+    from mmoe.training.arguments import options_without_effect, recipe_options
+    from mmoe.training.cli import parse_arguments
+
+    model_args, _, args = parse_arguments(["--reweighting", "global", "--router_learning_rate", "0.01"])
+    notes = options_without_effect(model_args, args)
+    assert len(notes) == 1 and notes[0].startswith("--reweighting has no effect with --method mmoe")
+    assert "reweighting" not in recipe_options(model_args, "mmoe")
+    assert recipe_options(args, "mmoe")["router_learning_rate"] == 0.01
+
+    model_args, _, args = parse_arguments(["--method", "i2moe", "--router_learning_rate", "0.01", "--lora_r", "8"])
+    notes = options_without_effect(model_args, args)
+    assert [note.split()[0] for note in notes] == ["--router_learning_rate"]
+    assert "router_learning_rate" not in recipe_options(args, "i2moe")
+    assert not {"router_input", "router_objective"} & set(recipe_options(model_args, "i2moe"))
+    assert recipe_options(model_args, "i2moe")["lora_r"] == 8

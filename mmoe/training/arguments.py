@@ -289,6 +289,23 @@ def recipe_options(args: Any, method: str) -> dict[str, Any]:
     return kept
 
 
+def options_without_effect(model_args: Any, args: Any) -> list[str]:
+    """The options set away from their defaults that the chosen ``method`` never reads: I2MoE's with MMoE, the
+    router's and the experts' with I2MoE (their ``stage`` metadata names a stage the method does not run). One
+    sentence each, for a warning; the card leaves them out (:func:`recipe_options`)."""
+    unused = {"router", "experts"} if args.method == "i2moe" else {"i2moe"}
+    notes = []
+    for source in (model_args, args):
+        for name, spec in source.__dataclass_fields__.items():
+            if spec.metadata.get("stage") not in unused or name == "modalities":
+                continue
+            default = spec.default if spec.default is not dataclasses.MISSING else None
+            if getattr(source, name) != default:
+                notes.append(f"--{name} has no effect with --method {args.method} (it is an option of the "
+                             f"{spec.metadata['stage']} stage, which {args.method} does not run).")
+    return notes
+
+
 _CARD_TRAINER_FIELDS = (
     "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
     "weight_decay",
@@ -303,6 +320,7 @@ __all__ = [
     "ModelArguments",
     "STAGES",
     "field_stage",
+    "options_without_effect",
     "recipe_options",
     "stage_options",
 ]

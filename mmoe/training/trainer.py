@@ -31,7 +31,7 @@ from ..data.collators import resolve_text_template
 from ..fusion import fuse
 from ..modeling_i2moe import I2MoEForSequenceClassification
 from ..modeling_mmoe import MMoEForSequenceClassification
-from .arguments import MMoETrainingArguments, ModelArguments, recipe_options
+from .arguments import MMoETrainingArguments, ModelArguments, options_without_effect, recipe_options
 from .categorize import categorize_splits
 from .evaluation import I2MOE_OUTPUT_FIELDS, evaluate_i2moe, evaluate_mixture, predict
 from .pipeline_data import card_metadata, check_data, encode_string_labels, evaluation_split, skip_image_decoding
@@ -115,6 +115,8 @@ class MMoETrainer:
         self.compute_metrics, self.callbacks = compute_metrics, list(callbacks or [])
         self.dataset_name = dataset_name
         check_arguments(self.model_args, None, self.args, self.template)
+        for note in options_without_effect(self.model_args, self.args):
+            logger.warning(note)
         self._check_before_training()
         self.model: Mixture | None = None
         self.results: dict[str, Any] | None = None
