@@ -370,3 +370,37 @@ def test_options_the_method_never_reads_are_named_and_left_off_the_card():
     assert "router_learning_rate" not in recipe_options(args, "i2moe")
     assert not {"router_input", "router_objective"} & set(recipe_options(model_args, "i2moe"))
     assert recipe_options(model_args, "i2moe")["lora_r"] == 8
+
+
+def test_a_diverging_run_stops_with_one_line_and_saves_no_model(tmp_path, tiny_bert_dir, capsys):
+    """A learning rate of 1e30 makes the baseline's loss non-finite: the run stops in that stage with exit 2 and one
+    error line naming it, and no model, report or stage record is written as a result."""
+    from test_pipeline import _precomputed_dataset, _tiny_args
+
+    from mmoe.training.cli import main
+
+    data = _precomputed_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(_tiny_args(tiny_bert_dir, data, out, "--learning_rate", "1e30", "--router_learning_rate", "1e30",
+                        "--num_train_epochs", "2"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("mmoe-train: error:")]
+    assert len(lines) == 1 and "baseline" in lines[0] and "Traceback" not in err
+    assert not (out / "baseline" / "baseline.safetensors").exists()
+    assert not (out / "baseline" / "stage_complete.json").exists()
+    assert not (out / "model.safetensors").exists() and not (out / "eval_results.json").exists()
+
+
+def test_seed_beside_seeds_and_fp16_on_the_cpu_are_named(monkeypatch):
+    from mmoe.training.arguments import options_without_effect, recipe_options
+    from mmoe.training.cli import parse_arguments
+
+    model_args, _, args = parse_arguments(["--seeds", "3", "4", "--seed", "9"])
+    assert any(note.startswith("--seed 9 has no effect with --seeds 3 4") for note in options_without_effect(
+        model_args, args))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    model_args, _, args = parse_arguments(["--fp16", "true", "--use_cpu", "true"])
+    assert any(note.startswith("--fp16 has no effect on the CPU") for note in options_without_effect(model_args, args))
+    assert "fp16" not in recipe_options(args, "mmoe")

@@ -285,14 +285,17 @@ def recipe_options(args: Any, method: str) -> dict[str, Any]:
             continue
         if isinstance(args, TrainingArguments) and name not in own and name not in _CARD_TRAINER_FIELDS:
             continue
+        if name == "fp16" and value and _on_cpu(args):  # no effect on the CPU: the card must not claim it
+            continue
         kept[name] = value
     return kept
 
 
 def options_without_effect(model_args: Any, args: Any) -> list[str]:
-    """The options set away from their defaults that the chosen ``method`` never reads: I2MoE's with MMoE, the
-    router's and the experts' with I2MoE (their ``stage`` metadata names a stage the method does not run). One
-    sentence each, for a warning; the card leaves them out (:func:`recipe_options`)."""
+    """The options set away from their defaults that have no effect: those of stages the chosen ``method`` never
+    runs (I2MoE's with MMoE, the router's and the experts' with I2MoE, by their ``stage`` metadata), ``--seed`` beside
+    ``--seeds``, and ``--fp16`` on the CPU. One sentence each, for a warning; the card leaves them out
+    (:func:`recipe_options`)."""
     unused = {"router", "experts"} if args.method == "i2moe" else {"i2moe"}
     notes = []
     for source in (model_args, args):
@@ -303,7 +306,18 @@ def options_without_effect(model_args: Any, args: Any) -> list[str]:
             if getattr(source, name) != default:
                 notes.append(f"--{name} has no effect with --method {args.method} (it is an option of the "
                              f"{spec.metadata['stage']} stage, which {args.method} does not run).")
+    if args.seeds and args.seed != MMoETrainingArguments.__dataclass_fields__["seed"].default:
+        notes.append(f"--seed {args.seed} has no effect with --seeds {' '.join(map(str, args.seeds))}: each run "
+                     "takes its seed from --seeds.")
+    if args.fp16 and _on_cpu(args):
+        notes.append("--fp16 has no effect on the CPU (mixed precision there is bfloat16: --bf16 --use_cpu).")
     return notes
+
+
+def _on_cpu(args: Any) -> bool:
+    import torch
+
+    return bool(args.use_cpu) or not torch.cuda.is_available()
 
 
 _CARD_TRAINER_FIELDS = (

@@ -275,13 +275,19 @@ def main(argv: list[str] | None = None) -> None:
 
     Every user error (:class:`ArgumentsError`: options, data, labels, images, the Hub) is printed without a
     traceback, one ``mmoe-train: error: <problem>`` line per problem, and exits with status 2, as ``argparse``
-    does for malformed flags.
+    does for malformed flags. A stage whose loss, gradients or weights turn non-finite (too high a learning rate,
+    fp16 overflow) stops the run the same way, naming the stage: nothing of it is saved as a result.
     """
+    from .nonfinite import NonFiniteTrainingError
+
     try:
         train(argv)
     except ArgumentsError as error:
         for problem in error.problems or [str(error)]:
             print(f"mmoe-train: error: {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except NonFiniteTrainingError as error:
+        print(f"mmoe-train: error: {' '.join(str(error).split())}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
