@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, Value
 from transformers import EvalPrediction, TrainerCallback
 
 from ..configuration_mmoe import MODEL_OPTIONS
@@ -283,7 +283,7 @@ class MMoETrainer:
             return self.results
         model, ctx = self._require_model()
         split = skip_image_decoding(DatasetDict({"evaluation": eval_dataset}), keep=self.args.image_column)
-        split = encode_string_labels(split, self.args.label_column)
+        split = self._labels_as_trained(split, ctx)
         has_predictions = {"text_prediction", "vision_prediction"} <= set(eval_dataset.column_names)
         if "interaction" not in eval_dataset.column_names and has_predictions:
             split = categorize_splits(split, num_labels=ctx.num_labels, label_column=self.args.label_column)
@@ -302,6 +302,20 @@ class MMoETrainer:
             results["fusion"] = {m: scores(fuse(expert_logits, m, weights.get(m)).argmax(-1).numpy(), labels,
                                            ctx.num_labels) for m in ("average", "max", "prior", "router")}
         return results
+
+    def _labels_as_trained(self, split: DatasetDict, ctx: StageContext) -> DatasetDict:
+        """String labels of a dataset given after training, mapped to the trained model's class indices."""
+        column = self.args.label_column
+        rows = split["evaluation"]
+        feature = rows.features.get(column)
+        if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+            return split
+        names = list((ctx.id2label or {}).values())
+        unknown = sorted(set(rows[column]) - set(names))
+        if unknown:
+            raise ArgumentsError([f"Column {column!r} holds labels {unknown[:5]} that the model was not trained on "
+                                  f"(its classes: {names})."])
+        return split.cast_column(column, ClassLabel(names=names))
 
     def predict(self, dataset: Dataset) -> dict[str, np.ndarray]:
         """The mixture's outputs on ``dataset``: ``predictions`` ``[N]`` (class indices), ``logits`` ``[N, C]`` (log
