@@ -22,13 +22,16 @@ from .formatting import (
     expert_agreement_summary,
     expert_weight_groups,
     expert_weight_table,
+    example_value,
     framework_versions,
+    input_modalities,
     interaction_count_table,
     interaction_results_rows,
     log_table,
     results_rows,
     router_weight_table,
     synergy_weight_check,
+    template_columns,
 )
 from .plots import EXPERT_WEIGHTS_PLOT, INTERACTION_F1_PLOT, ROUTER_WEIGHTS_PLOT
 
@@ -104,8 +107,7 @@ def i2moe_usage(data: MMoEModelCardData) -> dict[str, Any]:
     template = data.hyperparameters.get("text_template")
     if not isinstance(template, str) or not all("{" + m + "}" in template for m in data.modalities):
         template = " | ".join("{" + m + "}" for m in data.modalities)
-    names = list(dict.fromkeys(re.findall(r"{(\w+)}", template)))
-    row = ", ".join(f"{name!r}: {_EXAMPLE_VALUES.get(name, f'an example {name}')!r}" for name in names)
+    row = ", ".join(f"{name!r}: {example_value(name)!r}" for name in template_columns(template))
     max_length = data.hyperparameters.get("max_length")
     return {
         "text_template": repr(template),
@@ -131,8 +133,9 @@ def model_details_rows(data: MMoEModelCardData) -> list[list[str]]:
             if "lora_r" in config else None)
     target_modules = (", ".join(f"`{t}`" for t in targets) if isinstance(targets, list)
                       else (f"`{targets}`" if targets else "chosen from the backbone family"))
-    dataset = (f"[{data.dataset_name or data.dataset_id}](https://huggingface.co/datasets/{data.dataset_id})"
-               if data.dataset_id else data.dataset_name)
+    dataset = (f"[{data.dataset_label}](https://huggingface.co/datasets/{data.dataset_id})"
+               if data.dataset_id else data.dataset_label)
+    inputs = input_modalities(data.hyperparameters, data.has_processor)["summary"]
     if data.is_i2moe:
         weight = config.get("interaction_loss_weight")
         rows = [
@@ -140,6 +143,7 @@ def model_details_rows(data: MMoEModelCardData) -> list[list[str]]:
                            "+ reweighting model over one backbone)"],
             ["Backbone", backbone],
             ["Modalities", ", ".join(f"`{m}`" for m in data.modalities)],
+            ["Inputs", inputs],
             ["Experts", ", ".join(f"`{e}`" for e in data.experts)],
             ["LoRA", lora],
             ["LoRA target modules", target_modules],
@@ -164,6 +168,7 @@ def model_details_rows(data: MMoEModelCardData) -> list[list[str]]:
     rows = [
         ["Model type", "MMoE: mixture of multimodal interaction experts (LoRA experts + router over one backbone)"],
         ["Backbone", backbone],
+        ["Inputs", inputs],
         ["Experts", ", ".join(f"`{e}`" for e in data.experts)],
         ["LoRA", lora],
         ["LoRA target modules", target_modules],
@@ -222,7 +227,7 @@ def template_context(data: MMoEModelCardData) -> dict[str, Any]:
         "has_model_id": bool(data.model_id),
         "backbone": data.backbone,
         "base_model_id": data.resolved_base_model(),
-        "dataset_name": data.dataset_name or data.dataset_id,
+        "dataset_name": data.dataset_label,
         "experts": data.experts,
         "num_experts": len(data.experts),
         "modalities": data.modalities if i2moe else [],
@@ -238,7 +243,8 @@ def template_context(data: MMoEModelCardData) -> dict[str, Any]:
         "seeds": data.seeds,
         "root_seed": data.root_seed,
         "root_seed_reason": root_seed_reason,
-        "results_rows": results_rows(eval_results, data.mixture_label),
+        "results_rows": results_rows(eval_results, data.mixture_label, "deployable"),
+        "ablation_rows": results_rows(eval_results, data.mixture_label, "ablations"),
         "results_header": list(METRIC_LABELS.values()),
         "degenerate_notes": degenerate_notes(
             eval_results, _num_labels(data.config), data.config.get("id2label"), data.mixture_label
@@ -247,6 +253,7 @@ def template_context(data: MMoEModelCardData) -> dict[str, Any]:
         "gold_interaction_rows": interaction_results_rows(eval_results, "by_gold_interaction"),
         "router_interaction_accuracy": None if i2moe else _percent(eval_results.get("router_interaction_accuracy")),
         "input_example": input_example(data.hyperparameters.get("text_template")),
+        "input_comment": input_modalities(data.hyperparameters, data.has_processor)["comment"],
         "router_oracle_gap": f"{oracle_f1 - router_f1:+.4f}" if _numbers(router_f1, oracle_f1) else None,
         "mmoe_minus_baseline": f"{mmoe_f1 - baseline_f1:+.4f}" if _numbers(mmoe_f1, baseline_f1) else None,
         "ce_moe": None if i2moe else _fmt(eval_results.get("ce_moe")),
@@ -270,21 +277,12 @@ def template_context(data: MMoEModelCardData) -> dict[str, Any]:
     }
 
 
-_EXAMPLE_VALUES = {
-    "caption": "a snowy street in january",
-    "image_caption": "a snowy street in january",
-    "context": "what a lovely morning.",
-    "utterance": "loving this spring weather!",
-    "text": "loving this spring weather!",
-}
-
-
 def input_example(template: Any) -> str:
     """The usage snippet's line building ``texts``: the run's ``text_template`` filled with example values."""
-    if not isinstance(template, str) or not re.search(r"{\w+}", template):
+    names = template_columns(template)
+    if not names:
         return 'texts = ["caption: a snowy street in january. text: loving this spring weather!"]'
-    names = list(dict.fromkeys(re.findall(r"{(\w+)}", template)))
-    arguments = ", ".join(f"{name}={_EXAMPLE_VALUES.get(name, '...')!r}" for name in names)
+    arguments = ", ".join(f"{name}={example_value(name)!r}" for name in names)
     return f"text_template = {template!r}  # as in training\ntexts = [text_template.format({arguments})]"
 
 

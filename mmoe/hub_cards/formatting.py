@@ -47,6 +47,24 @@ VERSION_PACKAGES: tuple[str, ...] = (
 MAX_LOG_ROWS = 20
 EMPTY = "–"
 PLACEHOLDER_MODEL_ID = "your-org/your-mmoe-model"
+DEPLOYABLE_SYSTEMS: tuple[str, ...] = ("baseline", "mmoe")
+"""Keys of :func:`result_systems` that are models one can deploy: the single-model baseline and the run's mixture.
+Only they go into the ``model-index``; the fusion rules, the oracle and the experts alone are ablations, shown in the
+card's body."""
+EXAMPLE_VALUES: dict[str, str] = {
+    "caption": "a snowy street in january",
+    "image_caption": "a snowy street in january",
+    "context": "what a lovely morning.",
+    "utterance": "loving this spring weather!",
+    "text": "loving this spring weather!",
+    "claim": "the bridge opened in 1932",
+    "evidence": "the bridge was opened to traffic in march 1932.",
+    "premise": "a man is playing a guitar on stage.",
+    "hypothesis": "a man is performing music.",
+    "question": "what is the weather like?",
+    "answer": "cold and snowy.",
+}
+"""Example column values of the usage snippet and the ``widget:`` example; another column gets ``"an example <name>"``."""
 
 
 # ------------------------------------------------------------------ small helpers
@@ -131,11 +149,93 @@ def framework_versions() -> dict[str, str]:
     return versions
 
 
+# ------------------------------------------------------------------ inputs
+def example_value(column: str) -> str:
+    """An example value of a template column (:data:`EXAMPLE_VALUES`, else ``"an example <column>"``)."""
+    return EXAMPLE_VALUES.get(column, f"an example {column.replace('_', ' ')}")
+
+
+def template_columns(template: Any) -> list[str]:
+    """The column names a ``text_template`` reads (``"{claim} | {evidence}"`` -> ``["claim", "evidence"]``)."""
+    return list(dict.fromkeys(re.findall(r"(?<!{){(\w+)}", template))) if isinstance(template, str) else []
+
+
+def example_text(template: Any) -> str | None:
+    """The training template filled with :func:`example_value` of each column, or ``None`` without a template that
+    names a column (the ``widget:`` example of the card)."""
+    if not template_columns(template):
+        return None
+    try:
+        return str(template).format_map({name: example_value(name) for name in template_columns(template)})
+    except (IndexError, KeyError, ValueError):  # positional fields or format specs: substitute by hand
+        return re.sub(r"{(\w+)}", lambda m: example_value(m.group(1)), str(template))
+
+
+def is_caption_column(column: str) -> bool:
+    """Whether a template column carries image content as text (the caption route): its name says ``caption``."""
+    return "caption" in column.lower()
+
+
+def input_modalities(hyperparameters: Mapping[str, Any], has_processor: bool = False) -> dict[str, Any]:
+    """What a model reads, from ``mmoe_run.json``'s ``hyperparameters`` (``text_template``, ``image_column``).
+
+    Returns ``{"columns": [(column, kind)], "template", "image_column", "caption_route", "summary", "comment"}``:
+    ``kind`` is ``"image"`` (``image_column``), ``"image caption, as text"`` (a caption column, see
+    :func:`is_caption_column`) or ``"text"``; ``summary`` is the "Inputs" cell of the card's model details (``None``
+    when nothing is known), ``comment`` the first comment line of the usage snippet (true to these columns: a
+    text + text run never reads "caption").
+    """
+    template = hyperparameters.get("text_template")
+    template = template if isinstance(template, str) else None
+    image_column = hyperparameters.get("image_column") or None
+    columns: list[tuple[str, str]] = []
+    if image_column:
+        columns.append((str(image_column), "image"))
+    for name in template_columns(template):
+        if name != image_column:
+            columns.append((name, "image caption, as text" if is_caption_column(name) else "text"))
+    captions = [name for name, kind in columns if kind.startswith("image caption")]
+    texts = [name for name, kind in columns if kind == "text"]
+
+    def names(items: list[str]) -> str:
+        quoted = [f"`{n}`" for n in items]
+        return " and ".join(quoted) if len(quoted) <= 2 else ", ".join(quoted[:-1]) + f" and {quoted[-1]}"
+
+    if image_column and has_processor:
+        comment = f"# The processor reads the image (`{image_column}`)" + (
+            f" and the text ({names(texts + captions)})." if texts or captions else ".")
+    elif captions:
+        comment = f"# Image content reaches the text backbone as a caption ({names(captions)})" + (
+            f", next to the text ({names(texts)})." if texts else ".")
+    elif texts:
+        comment = (f"# The model reads text only: {names(texts)}, joined by the training template."
+                   if len(texts) > 1 else f"# The model reads text only: {names(texts)}.")
+    else:
+        comment = "# The model reads one text per example, built as in training."
+    summary = None
+    if columns:
+        summary = ", ".join(f"`{name}` ({kind})" for name, kind in columns)
+        if template:
+            summary += f"; template `{template}`"
+    return {"columns": columns, "template": template, "image_column": image_column,
+            "caption_route": bool(captions), "summary": summary, "comment": comment}
+
+
 # ------------------------------------------------------------------ tables
-def results_rows(eval_results: Mapping[str, Any], mixture_label: str | None = None) -> list[list[str]]:
+def results_rows(
+    eval_results: Mapping[str, Any], mixture_label: str | None = None, systems_kept: str = "all"
+) -> list[list[str]]:
     """Overall results: one row per system (the mixture named ``mixture_label``, see :func:`result_systems`); the
-    best non-oracle value of each metric in bold."""
-    systems = list(result_systems(eval_results, mixture_label))
+    best non-oracle value of each metric in bold.
+
+    ``systems_kept``: ``"all"``, ``"deployable"`` (the baseline and the mixture, :data:`DEPLOYABLE_SYSTEMS`) or
+    ``"ablations"`` (every other system: fusion rules, the oracle, experts alone); bold marks the best of the rows
+    shown.
+    """
+    systems = [
+        system for system in result_systems(eval_results, mixture_label)
+        if systems_kept == "all" or (system[0] in DEPLOYABLE_SYSTEMS) == (systems_kept == "deployable")
+    ]
     best: dict[str, float] = {}
     for key, _, block in systems:
         for metric in METRIC_LABELS:

@@ -255,6 +255,34 @@ class DataArguments:
     synthetic_seed: int = field(
         default=0, metadata={"help": "Synthetic benchmark: data seed (fixed across --seeds, which vary training)."}
     )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Any dataset `datasets.load_dataset` reads: a Hub id (`org/name`), a local folder (e.g. "
+                  "an `imagefolder` layout with a metadata.csv) or a loader name (`imagefolder`, `csv`, with "
+                  "--data_dir). Instead of --dataset."},
+    )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The configuration of --dataset_name (the second argument of load_dataset)."}
+    )
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "A training file: .csv, .tsv, .json, .jsonl or .parquet (the loader follows the "
+                  "extension). Instead of --dataset."},
+    )
+    validation_file: str | None = field(
+        default=None, metadata={"help": "A validation file, of the same format as --train_file."}
+    )
+    test_file: str | None = field(default=None, metadata={"help": "A test file, of the same format as --train_file."})
+    validation_split_percentage: int = field(
+        default=10,
+        metadata={"help": "With --dataset_name or --train_file and no validation split: the percentage of the "
+                  "training rows held out as validation (1..50; seed 0)."},
+    )
+    image_root: str | None = field(
+        default=None,
+        metadata={"help": "Folder against which relative paths in --image_column are resolved (default: the "
+                  "working directory)."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many rows per eval split."})
 

@@ -240,15 +240,17 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else list(argv))
     check_arguments(model_args, data_args, training_args)  # every option, before anything is trained or written
+    from .trainer_utils import configure_logging
+
+    configure_logging(training_args)  # --log_level and --disable_tqdm, for mmoe, transformers and datasets
 
     from .runtime import is_main_process  # heavy imports after --help has had its chance
-    from .sources import default_template, load_source, source_fingerprint
+    from .sources import default_template, load_source, source_identity, source_name
     from .stages.context import I2MOE
     from .trainer import MMoETrainer
 
-    dataset = load_source(data_args)
-    data_identity = {"source": data_args.dataset, "files": source_fingerprint(data_args),
-                     "options": dataclasses.asdict(data_args) if data_args.dataset == "synthetic" else None}
+    dataset = load_source(data_args, image_column=training_args.image_column)
+    data_identity = source_identity(data_args, dataset)
     trainer = MMoETrainer(
         model=model_args.backbone,
         args=training_args,
@@ -256,7 +258,7 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
         eval_dataset=dataset["validation"],
         test_dataset=dataset["test"] if "test" in dataset else None,
         model_init_kwargs={k: v for k, v in dataclasses.asdict(model_args).items() if k != "backbone"},
-        dataset_name=data_args.dataset,
+        dataset_name=source_name(data_args),
         data_fingerprint=json.dumps(data_identity, sort_keys=True, default=str),
         text_template=default_template(data_args, training_args.text_template),
     )

@@ -17,7 +17,7 @@ from transformers import Trainer, TrainingArguments
 from ..configuration_mmoe import DEFAULT_EXPERTS, FUSION_METHODS
 from ..fusion import fuse
 from .categorize import interaction_counts
-from .trainer_utils import scores, stage_arguments
+from .trainer_utils import prune_empty_dirs, scores, stage_arguments
 
 OUTPUT_FIELDS = ("logits", "expert_logits", "router_weights", "router_logits")
 """The tensors of an MMoE output in the order ``ModelOutput.to_tuple`` gives them (``None`` fields are dropped,
@@ -55,9 +55,12 @@ def predict(
     Returns:
         ``{field: array [N, ...]}`` for the first ``len(outputs)`` names of ``fields`` (bf16 comes back as fp32).
     """
-    args = stage_arguments(training_args, output_dir, label_names=[], eval_strategy="no")
+    # A prediction pass logs nothing (no run of its own in --report_to); its empty output folder is removed.
+    args = stage_arguments(training_args, output_dir, label_names=[], eval_strategy="no", report_to="none")
     trainer = Trainer(model=model, args=args, data_collator=InputsOnly(collator))
     predictions = trainer.predict(split).predictions
+    if trainer.is_world_process_zero():
+        prune_empty_dirs(output_dir)
     if not isinstance(predictions, (tuple, list)):
         predictions = (predictions,)
     out = {name: np.asarray(value, dtype=np.float32) for name, value in zip(fields, predictions)}

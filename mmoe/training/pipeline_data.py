@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from ..configuration_mmoe import IMAGE_MODALITY
 from ..data.collators import format_text
 from ..data.images import check_images, prepare_image_dataset
 from .arguments import MMoETrainingArguments
-from .trainer_utils import stage_arguments
+from .trainer_utils import stage_arguments, stage_run_name
 from .validation import ArgumentsError
 
 logger = logging.getLogger("mmoe")
@@ -366,7 +365,8 @@ def add_unimodal_predictions(
         views: the modality each predictor reads, ``{"text": <modality>, "vision": <modality>}``
             (:func:`mmoe.data.modalities.unimodal_views`): a template column, or ``"image"`` for the image column
             (read by a vision-language predictor, else through the ``caption`` column).
-        fold_dir: where the fold models' Trainers write (default: a temporary folder).
+        fold_dir: the fold models' log folder prefix: fold k of view v logs to ``<fold_dir>-<v>-fold<k>``
+            (default: ``<output_dir>/runs/categorize``).
     """
     source = args.unimodal_source
     if source == "auto":
@@ -385,9 +385,12 @@ def add_unimodal_predictions(
 
     # The user's TrainingArguments (device, --bf16/--fp16, processes, batch sizes, learning rate, --max_steps) with
     # the unimodal epochs; the fold models are scored by Trainer.predict, not evaluated during training.
+    # Fold k logs (the user's --logging_strategy and --report_to) to `<fold_dir>-<view>-fold<k>`, by default
+    # `<output_dir>/runs/categorize-text-fold0`, with the run name suffixed alike.
+    fold_dir = Path(fold_dir or Path(args.output_dir) / "runs" / "categorize")
     fold_args = stage_arguments(
-        args, fold_dir or Path(tempfile.mkdtemp(prefix="mmoe-crossfit-")),
-        num_train_epochs=args.unimodal_num_train_epochs, eval_strategy="no", logging_strategy="no",
+        args, fold_dir, run_name=stage_run_name(args, fold_dir),
+        num_train_epochs=args.unimodal_num_train_epochs, eval_strategy="no",
         label_names=["labels"], seed=seed,
     )
     images_seen = bool(args.image_column) and is_vision_language(AutoConfig.from_pretrained(backbone))

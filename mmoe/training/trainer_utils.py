@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,92 @@ def stage_arguments(base: TrainingArguments, output_dir: Path, **overrides: Any)
     if overrides.get("gradient_checkpointing") is False:  # the same switch under its newer name
         values.update({name: False for name in _CHECKPOINTING_FLAGS if hasattr(base, name)})
     return dataclasses.replace(base, **values)
+
+
+def stage_log_dir(run_dir: Path, stage: str) -> Path:
+    """Where a stage's Trainer logs (``--report_to tensorboard`` event files): ``<run_dir>/runs/<stage>``, with
+    ``experts/<expert>`` flattened to ``experts-<expert>``."""
+    return Path(run_dir) / "runs" / stage.replace("/", "-")
+
+
+def stage_run_name(base: TrainingArguments, log_dir: Path) -> str:
+    """The run name a stage reports to wandb, trackio or mlflow: ``--run_name`` (else the ``--output_dir`` folder's
+    name) suffixed with the stage's log folder relative to ``--output_dir``, ``runs`` left out: ``demo-baseline``,
+    ``demo-experts-synergy``, or ``demo-seed-1-router`` with several seeds."""
+    root = Path(base.output_dir).resolve()
+    log_dir = Path(log_dir).resolve()
+    try:
+        parts = [part for part in log_dir.relative_to(root).parts if part != "runs"]
+    except ValueError:
+        parts = [log_dir.name]
+    return "-".join([base.run_name or root.name, *parts])
+
+
+def route_logs(trainer: Any, log_dir: Path | str) -> None:
+    """Send ``trainer``'s logs where its stage's logs belong.
+
+    - ``--report_to tensorboard`` writes its event files straight into ``log_dir`` (transformers would add a
+      ``runs/<date>_<host>`` level), or into ``$TENSORBOARD_LOGGING_DIR/<log_dir name>`` when that is set, so that
+      stages never share one folder;
+    - with ``--disable_tqdm`` the Trainer prints every log dict to stdout (``PrinterCallback``); they go to the
+      ``mmoe`` logger at INFO instead, so that ``--log_level`` decides whether they show.
+    """
+    from transformers.integrations import TensorBoardCallback
+    from transformers.trainer_callback import PrinterCallback
+
+    for callback in list(trainer.callback_handler.callbacks):
+        if isinstance(callback, TensorBoardCallback) and callback.tb_writer is None:
+            shared = os.environ.get("TENSORBOARD_LOGGING_DIR")
+            folder = Path(os.path.expanduser(shared)) / Path(log_dir).name if shared else Path(log_dir)
+            callback.logging_dir = str(folder)
+        elif isinstance(callback, PrinterCallback):
+            trainer.remove_callback(callback)
+            trainer.add_callback(LogToLoggerCallback())
+
+
+class LogToLoggerCallback(TrainerCallback):
+    """The Trainer's log dicts (loss, learning rate, evaluation metrics) as INFO lines of the ``mmoe`` logger."""
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        if state.is_local_process_zero and logs:
+            shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in logs.items() if k != "total_flos"}
+            logger.info("%s", shown)
+
+
+def prune_empty_dirs(folder: Path | str, stop: Path | str | None = None) -> None:
+    """Remove ``folder`` if it is empty, then each empty parent up to (not including) ``stop``: a Trainer creates
+    its output folder even when nothing is logged into it (``--report_to none``)."""
+    folder = Path(folder)
+    stop = Path(stop).resolve() if stop is not None else None
+    while folder.is_dir() and not any(folder.iterdir()) and (stop is None or folder.resolve() != stop):
+        folder.rmdir()
+        if stop is None:
+            return
+        folder = folder.parent
+
+
+def configure_logging(args: TrainingArguments) -> None:
+    """``--log_level`` and ``--disable_tqdm`` for the whole run, as transformers' example scripts set them.
+
+    The ``mmoe`` logger (and Python's root logger) follow ``args.get_process_log_level()``, INFO when the level
+    is ``passive`` (the default: stage banners and summaries show); transformers, datasets and Python's warnings
+    (as ``py.warnings`` records) follow an explicit ``--log_level``. ``--disable_tqdm`` turns off the progress bars of datasets (``map``, ``filter``) and of Hub
+    downloads as well as the Trainer's.
+    """
+    import datasets
+    import transformers
+
+    explicit = args.log_level != "passive" or (not args.should_log and args.log_level_replica != "passive")
+    level = args.get_process_log_level() if explicit else logging.INFO
+    logging.getLogger().setLevel(level)
+    logger.setLevel(level)
+    if explicit:
+        transformers.utils.logging.set_verbosity(level)
+        datasets.utils.logging.set_verbosity(level)
+        logging.captureWarnings(True)  # Python warnings become WARNING records of `py.warnings`, under the level
+    if args.disable_tqdm:
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
 
 
 # transformers 5.2x renamed `gradient_checkpointing` to `activation_checkpointing` and keeps the old name as an alias.

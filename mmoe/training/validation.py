@@ -215,7 +215,68 @@ def data_source_problems(args: Any) -> list[str]:
                        hint="Leave it out to keep every training row."),
         number_problem("max_eval_samples", args.max_eval_samples, ge=1, integer=True, optional=True,
                        hint="Leave it out to keep every evaluation row."),
+        number_problem("validation_split_percentage", getattr(args, "validation_split_percentage", 10), ge=1, le=50,
+                       integer=True, hint="It is the share of the training rows held out as validation."),
+        *_source_conflict_problems(args),
     )
+
+
+DATA_FILE_LOADERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+"""The ``datasets`` loader of each data file extension (``--train_file`` ...), as transformers' examples choose it."""
+DATA_FILE_OPTIONS = ("train_file", "validation_file", "test_file")
+
+
+def data_files_of(args: Any) -> dict[str, str]:
+    """``{"train": path, "validation": path, "test": path}`` of the data file options that are set."""
+    return {option.split("_")[0]: getattr(args, option) for option in DATA_FILE_OPTIONS if getattr(args, option, None)}
+
+
+def _source_conflict_problems(args: Any) -> list[str]:
+    """One source at a time: ``--dataset`` (when not the default), ``--dataset_name``, or data files."""
+    files = [f"--{option}" for option in DATA_FILE_OPTIONS if getattr(args, option, None)]
+    named = getattr(args, "dataset_name", None)
+    problems = []
+    if (named or files) and isinstance(args.dataset, (str, os.PathLike)) and args.dataset != "synthetic":
+        given = "--dataset_name" if named else "/".join(files)
+        problems.append(f"--dataset {args.dataset} and {given} name two data sources; give one of them.")
+    if named and files:
+        problems.append(f"--dataset_name {named} and {'/'.join(files)} name two data sources; give one of them.")
+    if files and not getattr(args, "train_file", None):
+        problems.append(f"{'/'.join(files)} need(s) --train_file, the training rows.")
+    if getattr(args, "dataset_config_name", None) and not named:
+        problems.append("--dataset_config_name needs --dataset_name, the dataset it configures.")
+    return problems
+
+
+def _data_file_problems(args: Any) -> list[str]:
+    """Each data file exists, has a supported extension, and all share one loader."""
+    problems, loaders = [], {}
+    for split, path in data_files_of(args).items():
+        option, suffix = f"--{split}_file", Path(path).suffix.lower()
+        if suffix not in DATA_FILE_LOADERS:
+            problems.append(f"{option} {path}: unsupported extension {suffix or '(none)'!r}; pass a "
+                            f"{', '.join(DATA_FILE_LOADERS)} file.")
+        elif not Path(path).expanduser().is_file():
+            problems.append(f"{option} {path} is not an existing file; check the path (relative to {Path.cwd()}).")
+        else:
+            loaders[option] = (DATA_FILE_LOADERS[suffix], suffix == ".tsv")
+    if len(set(loaders.values())) > 1:
+        problems.append(f"The data files have different formats ({', '.join(loaders)}); give every split in the "
+                        "same format.")
+    return problems
+
+
+def _dataset_name_problems(args: Any) -> list[str]:
+    """A ``--dataset_name`` meant as a path exists; ``--image_root`` is a folder."""
+    problems = []
+    named = getattr(args, "dataset_name", None)
+    if named and looks_like_path(named) and not Path(named).expanduser().exists():
+        problems.append(f"--dataset_name {named} is not an existing folder or file; check the path (relative to "
+                        f"{Path.cwd()}), or pass a Hub id ('org/name').")
+    root = getattr(args, "image_root", None)
+    if root and not Path(root).expanduser().is_dir():
+        problems.append(f"--image_root {root} is not an existing folder; check the path.")
+    return problems
 
 
 def input_option_problems(args: Any) -> list[str]:
@@ -394,10 +455,18 @@ def output_dir_problem(output_dir: str | None, option: str = "output_dir") -> st
 
 
 def dataset_problems(args: Any) -> list[str]:
-    """``--dataset`` is built in or a saved ``DatasetDict`` folder; ``--data_dir`` exists (and holds MUStARD)."""
+    """``--dataset`` is built in or a saved ``DatasetDict`` folder; ``--data_dir`` exists (and holds MUStARD); or
+    the data files exist in a supported format, a ``--dataset_name`` path exists, ``--image_root`` is a folder."""
     problems = []
     if dataset_type_problem(args.dataset):
         return problems  # reported by data_source_problems; a dataset object is no path to look at
+    if getattr(args, "dataset_name", None) or data_files_of(args):
+        problems += _dataset_name_problems(args) + _data_file_problems(args)
+        hub_id = "/" in (args.dataset_name or "") and not Path(args.dataset_name).expanduser().exists()
+        if args.data_dir is not None and not hub_id and not Path(args.data_dir).is_dir():  # a Hub id's is remote
+            problems.append(f"--data_dir {args.data_dir} is not an existing folder; check the path.")
+        return problems
+    problems += _dataset_name_problems(args)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         problems.append(f"--data_dir {args.data_dir} is not an existing folder; check the path.")
     if args.dataset == "mustard":
@@ -530,7 +599,10 @@ def check_arguments(model_args: Any, data_args: Any | None, training_args: Any, 
     problems += precision_problems(model_args, training_args)
     if data_args is not None:
         problems += data_source_problems(data_args) + dataset_problems(data_args)
-    dataset_name = data_args.dataset if data_args is not None else ""
+    # the built-in datasets imply a template; data loaded with load_dataset (--dataset_name, files) does not
+    loaded = data_args is not None and any(
+        getattr(data_args, name, None) for name in ("dataset_name", "train_file", "validation_file", "test_file"))
+    dataset_name = data_args.dataset if data_args is not None and not loaded else ""
     problems += modality_template_problems(
         training_args, template or resolve_text_template(dataset_name, training_args.text_template)
     )

@@ -13,6 +13,7 @@ from ..categorize import categorize_splits, filter_by_confidence, interaction_co
 from ..pipeline_data import add_unimodal_predictions, skip_image_decoding, validate_dataset
 from ..records import mark_stage_done, stage_is_done
 from ..runtime import is_main_process, main_process_first
+from ..trainer_utils import prune_empty_dirs, stage_log_dir
 from ..validation import ArgumentsError
 from .context import I2MOE, StageContext
 
@@ -51,12 +52,15 @@ def run_categorize(ctx: StageContext, raw: DatasetDict) -> DatasetDict:
         unimodal_backbone = resolve_backbone(
             ctx.args.unimodal_backbone or ctx.model_args.backbone, Path(ctx.args.output_dir)
         )
+    if is_main_process():  # a redone categorization's fold logs replace the old ones
+        for old_logs in (ctx.run_dir / "runs").glob("categorize-*"):
+            shutil.rmtree(old_logs, ignore_errors=True)
     dataset = add_unimodal_predictions(
         dataset, ctx.args, ctx.unimodal_views, unimodal_backbone, ctx.num_labels, ctx.seed,
-        fold_dir=stage_dir / "folds",
+        fold_dir=stage_log_dir(ctx.run_dir, "categorize"),  # fold k of view v logs to runs/categorize-v-fold<k>
     )
     if is_main_process():
-        shutil.rmtree(stage_dir / "folds", ignore_errors=True)
+        prune_empty_dirs(ctx.run_dir / "runs", stop=ctx.run_dir)  # no `runs/` when nothing was logged
     dataset = categorize_splits(dataset, num_labels=ctx.num_labels, label_column=ctx.args.label_column)
     refined = _refined_train_ids(dataset["train"], ctx)
     dataset["train"] = dataset["train"].map(

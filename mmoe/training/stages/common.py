@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,15 @@ from transformers import Trainer, TrainerCallback
 from ..callbacks import ModelCardCallback
 from ..nonfinite import NonFiniteLossCallback, assert_finite_state
 from ..runtime import atomic_save_tensors, check_on_device, is_main_process, to_device
-from ..trainer_utils import KeepBestStateCallback, make_compute_metrics, stage_arguments
+from ..trainer_utils import (
+    KeepBestStateCallback,
+    make_compute_metrics,
+    prune_empty_dirs,
+    route_logs,
+    stage_arguments,
+    stage_log_dir,
+    stage_run_name,
+)
 from .context import StageContext
 
 logger = logging.getLogger("mmoe")
@@ -62,9 +71,14 @@ def train_stage(
         ``train_rows``, and ``predicts_one_class`` when the selected model answers a single class.
     """
     keep_best = KeepBestStateCallback(get_state, set_state, metric)
+    # The stage's Trainer writes nothing but its logs (no checkpoints), so its output folder is the log folder.
+    log_dir = stage_log_dir(ctx.run_dir, name)
+    if is_main_process():
+        shutil.rmtree(log_dir, ignore_errors=True)  # a redone stage's logs replace the old ones
     args = stage_arguments(
         ctx.args,
-        stage_dir / "trainer",
+        log_dir,
+        run_name=stage_run_name(ctx.args, log_dir),
         num_train_epochs=epochs,
         learning_rate=learning_rate,
         label_names=label_names,
@@ -86,20 +100,32 @@ def train_stage(
         compute_metrics=lambda prediction: compute(_pick(prediction, prediction_index)),
         callbacks=callbacks,
     )
+    route_logs(trainer, log_dir)
+    logger.info("Stage %s: training on %d rows", name, len(train))
+    started = time.perf_counter()
     trainer.train()
     check_on_device(model, args.device, f"stage {name}")
     if is_main_process():
-        shutil.rmtree(stage_dir / "trainer", ignore_errors=True)
+        prune_empty_dirs(log_dir, stop=ctx.run_dir)  # nothing logged (--report_to none): no folder left behind
     summary = {
         "selected_epoch": keep_best.best_epoch,
         "selection_metric": metric,
         "validation": keep_best.best_metrics,
         "train_rows": len(train),
     }
+    logger.info("Stage %s: done in %.0f s (%s)", name, time.perf_counter() - started, _selection(summary))
     if keep_best.best_metrics.get("predicted_classes", 2) <= 1:
         logger.warning("%s predicts a single class on validation: its F1 is not evidence of skill.", name)
         summary["predicts_one_class"] = True
     return summary
+
+
+def _selection(summary: dict[str, Any]) -> str:
+    """``best epoch 2, macro_f1 0.781``, or ``no evaluation`` when no epoch was scored."""
+    value = summary["validation"].get(summary["selection_metric"])
+    if summary["selected_epoch"] is None or value is None:
+        return "no evaluation"
+    return f"best epoch {round(summary['selected_epoch'], 2):g}, {summary['selection_metric']} {value:.3f}"
 
 
 def _pick(prediction: Any, index: int) -> Any:

@@ -6,8 +6,11 @@ With K-fold cross-fitting no training row is predicted by a model that saw it (c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,9 @@ from transformers import (
 
 from ...data.predictions import MODALITIES, check_dataset, prediction_columns, set_columns
 from ..nonfinite import NonFiniteLossCallback
-from ..trainer_utils import first_array
+from ..trainer_utils import first_array, prune_empty_dirs, route_logs
+
+logger = logging.getLogger("mmoe")
 
 
 def assign_folds(labels: Sequence[int], num_folds: int, seed: int = 0) -> list[int]:
@@ -174,7 +179,9 @@ def cross_fit_predictions(
             (``{prefix}_fold = -1``).
         training_args: a ``TrainingArguments`` used for every fold, or a dict of overrides of the defaults
             (3 epochs, batch 16, lr 5e-5, ``report_to="none"``, ``save_strategy="no"``, ``seed``).
-            ``remove_unused_columns`` is always turned off (the collators read the raw columns).
+            ``remove_unused_columns`` is always turned off (the collators read the raw columns). Fold ``k``
+            trains with ``output_dir`` and ``run_name`` suffixed ``-{prefix}-fold{k}`` (its own log folder and
+            run for ``report_to``); the fold progress bar follows ``disable_tqdm``.
         seed: seeds the folds and each fold's head initialisation (``seed + k``).
         num_labels: defaults to the ``ClassLabel`` size, else ``max(label) + 1``.
 
@@ -205,13 +212,15 @@ def cross_fit_predictions(
     folds = np.asarray(assign_folds(labels, num_folds, seed))
     train_probs = np.zeros((len(train), num_labels))
     other_probs = {name: np.zeros((len(split), num_labels)) for name, split in others.items()}
-    with tempfile.TemporaryDirectory(prefix="mmoe-crossfit-") as tmp:
+    with contextlib.ExitStack() as stack:
         args = training_args
         if not isinstance(args, TrainingArguments):
-            args = _default_training_args(seed, tmp, args)
+            # only the defaults need a folder of their own (they log nothing); removed on exit
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mmoe-crossfit-"))
+            args = _default_training_args(seed, str(Path(tmp) / "crossfit"), args)
         elif args.remove_unused_columns:
             args = dataclasses.replace(args, remove_unused_columns=False)
-        for k in tqdm(range(num_folds), desc=f"{prefix} cross-fitting", unit="fold"):
+        for k in tqdm(range(num_folds), desc=f"{prefix} cross-fitting", unit="fold", disable=bool(args.disable_tqdm)):
             trainer = _train_fold(
                 train.select(np.flatnonzero(folds != k)),
                 model_name_or_path,
@@ -220,7 +229,7 @@ def cross_fit_predictions(
                 column,
                 label_column,
                 max_length,
-                args,
+                _fold_arguments(args, f"{prefix}-fold{k}"),
                 seed + k,
             )
             held_out = np.flatnonzero(folds == k)
@@ -237,6 +246,14 @@ def cross_fit_predictions(
         columns = {**prediction_columns(prefix, other_probs[name]), f"{prefix}_fold": [-1] * len(split)}
         out[name] = set_columns(split, columns)
     return DatasetDict({name: out[name] for name in dataset})
+
+
+def _fold_arguments(args: TrainingArguments, suffix: str) -> TrainingArguments:
+    """Fold ``suffix``'s own copy of ``args``: ``output_dir`` (where ``--report_to tensorboard`` logs) and
+    ``run_name`` both suffixed with ``-<prefix>-fold<k>``, so that folds never share a log folder or a run."""
+    output_dir = str(args.output_dir).rstrip("/\\") + f"-{suffix}"
+    run_name = f"{args.run_name}-{suffix}" if args.run_name else None
+    return dataclasses.replace(args, output_dir=output_dir, run_name=run_name)
 
 
 def _train_fold(
@@ -259,5 +276,11 @@ def _train_fold(
         model=model, args=args, train_dataset=train_rows, data_collator=collator, processing_class=processing_class,
         callbacks=[NonFiniteLossCallback(f"unimodal predictor ({column})")],  # a diverged fold stops the run
     )
+    route_logs(trainer, args.output_dir)
+    logger.info("Stage %s: training on %d rows", Path(args.output_dir).name, len(train_rows))
+    started = time.perf_counter()
     trainer.train()
+    logger.info("Stage %s: done in %.0f s", Path(args.output_dir).name, time.perf_counter() - started)
+    if trainer.is_world_process_zero():
+        prune_empty_dirs(args.output_dir)  # nothing logged (report_to none): no folder left behind
     return trainer
