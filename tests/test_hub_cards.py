@@ -159,14 +159,16 @@ def test_card_from_tiny_run_parses_and_matches_eval_results(tiny_run: dict[str, 
     assert metadata["datasets"] == [RUN["dataset_id"]]
     assert metadata["license"] == "apache-2.0" and metadata["language"] == "en"
 
-    # model-index numbers are exactly eval_results.json's, one entry per (system, metric).
+    # model-index numbers are exactly eval_results.json's, one entry per (deployable system, metric); the system is
+    # named by the metric's name, never by `config`; the fusion rules stay in the body.
     eval_results = json.loads((output_dir / "eval_results.json").read_text())
-    expected = {("baseline", m): eval_results["baseline"][m] for m in ("accuracy", "precision", "recall", "f1")}
-    expected.update({("mmoe", m): eval_results["mmoe"][m] for m in ("accuracy", "precision", "recall", "f1")})
-    for rule, block in eval_results["fusion"].items():
-        expected.update({(f"fusion-{rule}", m): block[m] for m in ("accuracy", "precision", "recall", "f1")})
-    found = {(r.metric_config, r.metric_type): r.metric_value for r in card.data.eval_results}
+    labels = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall", "f1": "F1"}
+    expected = {(f"Baseline (single model) {label}", m): eval_results["baseline"][m] for m, label in labels.items()}
+    expected.update({(f"MMoE {label}", m): eval_results["mmoe"][m] for m, label in labels.items()})
+    found = {(r.metric_name, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert found == expected
+    assert {r.metric_config for r in card.data.eval_results} == {None}
+    assert "| Fusion: oracle (gold interaction) | 0.6400 ± 0.0123 |" in card.text
     assert {r.dataset_split for r in card.data.eval_results} == {"test"}
     assert {r.dataset_type for r in card.data.eval_results} == {RUN["dataset_id"]}
     assert metadata["model-index"][0]["name"] == card.data.model_name
@@ -202,7 +204,7 @@ def test_card_renders_whatever_exists(tmp_path: Path) -> None:
     _write_json(tmp_path / "eval_results.json", {"split": "validation", "mmoe": {"f1": 0.5}, "fusion": {}})
     write_model_card(tmp_path, model_id="me/sparse")
     card = ModelCard.load(tmp_path / "README.md")
-    assert [(r.metric_config, r.metric_type, r.metric_value) for r in card.data.eval_results] == [("mmoe", "f1", 0.5)]
+    assert [(r.metric_name, r.metric_type, r.metric_value) for r in card.data.eval_results] == [("MMoE F1", "f1", 0.5)]
     assert 'model_id = "me/sparse"' in card.text and ".png" not in card.text
 
     # by_interaction with one system only still plots; stale plots disappear when their data goes.
@@ -233,7 +235,7 @@ def test_card_data_helpers() -> None:
     assert data.resolved_base_model() is None and data.resolved_model_name() == "MMoE (qwen2)"
     metadata = data.to_metadata()
     assert "base_model" not in metadata and "datasets" not in metadata and "qwen2" in metadata["tags"]
-    assert len(metadata["model-index"][0]["results"][0]["metrics"]) == 7 * 4
+    assert len(metadata["model-index"][0]["results"][0]["metrics"]) == 2 * 4  # MMoE and the baseline
     with pytest.raises(TypeError):
         MMoEModelCardData.from_output_dir("/nonexistent", not_a_field=1)
 

@@ -23,7 +23,7 @@ from huggingface_hub import ModelCard
 from mmoe import I2MoEForSequenceClassification
 from mmoe.data.modalities import ModalityCollator
 from mmoe.hub_cards import ROUTER_WEIGHTS_PLOT, MMoEModelCardData, files_to_upload, write_model_card
-from mmoe.hub_cards.formatting import expert_weight_groups
+from mmoe.hub_cards.formatting import METRIC_LABELS, expert_weight_groups
 from mmoe.hub_cards.plots import EXPERT_WEIGHTS_PLOT, INTERACTION_F1_PLOT, PLOT_FILES, plot_expert_weights
 from mmoe.testing import save_tiny_backbone
 from mmoe.training.evaluation import evaluate_i2moe
@@ -140,16 +140,22 @@ def test_the_i2moe_card_names_i2moe_everywhere(i2moe_run: dict[str, Any]) -> Non
     assert card.text.startswith("<!--") and "\n# I2MoE (bert) on synthetic\n" in card.text
     assert {"i2moe", "mmoe", "mixture-of-experts"} <= set(metadata["tags"])  # mmoe: the library's name
 
-    names = {(r.metric_config, r.metric_type): r.metric_name for r in card.data.eval_results}
-    assert names[("mmoe", "accuracy")] == "I2MoE Accuracy" and names[("mmoe", "macro_f1")] == "I2MoE Macro-F1"
-    assert not any("MMoE" in name for name in names.values())
-    assert not any(key.startswith("fusion-") for key, _ in names)
-    # Values are eval_results.json's: the mixture, the baseline and every expert alone.
+    # model-index: I2MoE and its baseline only, each metric named by its system (no `config`); values are
+    # eval_results.json's. The experts alone are ablations: the card's body shows them.
+    names = {(r.metric_name, r.metric_type) for r in card.data.eval_results}
+    assert ("I2MoE Accuracy", "accuracy") in names and ("I2MoE Macro-F1", "macro_f1") in names
     results = i2moe_run["results"]
-    values = {(r.metric_config, r.metric_type): r.metric_value for r in card.data.eval_results}
-    assert values[("mmoe", "f1")] == results["mmoe"]["f1"]
+    assert names == {(f"{system} {label}", metric) for key, system in (("mmoe", "I2MoE"),
+                                                                      ("baseline", "Baseline (single model)"))
+                     for metric, label in METRIC_LABELS.items() if metric in results[key]}
+    assert {r.metric_config for r in card.data.eval_results} == {None}
+    values = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert values["I2MoE F1"] == results["mmoe"]["f1"]
+    assert values["Baseline (single model) F1"] == results["baseline"]["f1"]
+    experts_alone = _section(card.text, "### Each expert alone", "\n## ")
     for expert in EXPERTS:
-        assert values[(f"expert-{expert}", "accuracy")] == results["expert_scores"][expert]["accuracy"]
+        accuracy = f"{results['expert_scores'][expert]['accuracy']:.4f}"
+        assert f"| Expert alone: {expert} | {accuracy}" in experts_alone.replace("**", "")
 
 
 def test_the_i2moe_card_has_no_mmoe_router_text(i2moe_run: dict[str, Any]) -> None:

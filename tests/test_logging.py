@@ -11,12 +11,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from test_pipeline import _precomputed_dataset, _tiny_args
 from transformers import TrainingArguments
 
 from mmoe.training.cli import train
 from mmoe.training.trainer_utils import stage_log_dir, stage_run_name
-
-from test_pipeline import _precomputed_dataset, _tiny_args
 
 REPO = Path(__file__).resolve().parents[1]
 CROSS_FIT = ["--unimodal_source", "trained", "--num_folds", "2", "--unimodal_num_train_epochs", "1",

@@ -80,7 +80,8 @@ def test_changed_data_redoes_every_stage(first_run, tmp_path, tiny_bert_dir, mon
     # the results describe the new run: 36 training rows instead of 48
     assert sum(again["interaction_counts"]["train"].values()) == 36
     saved_run = json.loads((run / "mmoe_run.json").read_text())
-    assert saved_run["dataset"] == str(other_data) and saved_run["hyperparameters"]["learning_rate"] == 0.01
+    # the run file names the data by its folder's name, never by a local absolute path
+    assert saved_run["dataset"] == other_data.name and saved_run["hyperparameters"]["learning_rate"] == 0.01
 
 
 def test_changed_lora_rank_redoes_training_without_a_size_mismatch(first_run, tmp_path, tiny_bert_dir, monkeypatch,

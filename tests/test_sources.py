@@ -205,7 +205,7 @@ def test_dataset_and_dataset_name_together_are_refused(tmp_path: Path, capsys: p
 def test_missing_train_file_is_refused_before_anything_loads(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                               no_loading: None, tiny_bert_dir: Path) -> None:
     line = _main_refuses(["--train_file", str(tmp_path / "nope.csv"), "--backbone", str(tiny_bert_dir),
-                          "--output_dir", str(tmp_path / "out")], capsys)
+                          "--text_template", "{claim} | {evidence}", "--output_dir", str(tmp_path / "out")], capsys)
     assert "--train_file" in line and "nope.csv is not an existing file" in line
     assert not (tmp_path / "out").exists()
 
@@ -241,7 +241,7 @@ def test_a_hub_id_offline_is_refused_in_one_line(tmp_path: Path, capsys: pytest.
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets", raising=False)
     line = _main_refuses(["--dataset_name", "some-org/not-cached-anywhere", "--backbone", str(tiny_bert_dir),
-                          "--output_dir", str(tmp_path / "out")], capsys)
+                          "--text_template", "{claim} | {evidence}", "--output_dir", str(tmp_path / "out")], capsys)
     assert "--dataset_name some-org/not-cached-anywhere could not be loaded" in line
     assert "HF_HUB_OFFLINE" in line
 

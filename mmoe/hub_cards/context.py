@@ -6,7 +6,6 @@ Layering inside ``hub_cards``: :mod:`.formatting` (helpers over plain mappings) 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,10 +18,10 @@ from .formatting import (
     categorization_table,
     cell,
     degenerate_notes,
+    example_value,
     expert_agreement_summary,
     expert_weight_groups,
     expert_weight_table,
-    example_value,
     framework_versions,
     input_modalities,
     interaction_count_table,

@@ -64,7 +64,8 @@ EXAMPLE_VALUES: dict[str, str] = {
     "question": "what is the weather like?",
     "answer": "cold and snowy.",
 }
-"""Example column values of the usage snippet and the ``widget:`` example; another column gets ``"an example <name>"``."""
+"""Example column values of the usage snippet and the ``widget:`` example; another column gets
+``"an example <name>"``."""
 
 
 # ------------------------------------------------------------------ small helpers

@@ -175,8 +175,8 @@ def configure_logging(args: TrainingArguments) -> None:
 
     The ``mmoe`` logger (and Python's root logger) follow ``args.get_process_log_level()``, INFO when the level
     is ``passive`` (the default: stage banners and summaries show); transformers, datasets and Python's warnings
-    (as ``py.warnings`` records) follow an explicit ``--log_level``. ``--disable_tqdm`` turns off the progress bars of datasets (``map``, ``filter``) and of Hub
-    downloads as well as the Trainer's.
+    (as ``py.warnings`` records) follow an explicit ``--log_level``. ``--disable_tqdm`` turns off the progress
+    bars of datasets (``map``, ``filter``) and of Hub downloads as well as the Trainer's.
     """
     import datasets
     import transformers

@@ -60,6 +60,10 @@ def train_stage(
 
     Args:
         name: the stage's name in logs and on the card (``baseline``, ``experts/<expert>``, ``router``, ``i2moe``).
+            Its Trainer logs (``--report_to``) to ``<run_dir>/runs/<name>`` (``experts-<expert>``) under the run
+            name ``<run_name or output_dir name>-<name>``; the stage announces its start (rows) and end (time,
+            selected epoch) on the ``mmoe`` logger.
+        stage_dir: the stage's folder (its results; nothing of the Trainer's is written there).
         get_state / set_state: copy and restore the trained tensors.
         num_classes: classes of the selection metric (labels, or interactions for the router's interaction
             objective); ``label_names`` names the batch field that holds them.
