@@ -11,6 +11,9 @@ finds in one :class:`ArgumentsError`; each line names the option and says what t
 * ``--dataset`` / ``--data_dir``: the data can be found;
 * ``--push_to_hub`` has a valid ``--hub_model_id`` (refused now, not after hours of training).
 * precision: ``--bf16`` over a ``--backbone_dtype float16`` backbone on the CPU (:func:`precision_problems`).
+* ``TrainingArguments`` flags the recipe overrides or cannot honour (checkpoints, resuming, the Trainer's own best-model
+  selection, ``--label_names``, ...) set away from their defaults (:data:`UNSUPPORTED_TRAINER_FLAGS`); every other
+  field is honoured (:data:`HONOURED_TRAINER_FIELDS`) or does not apply (:data:`NOT_APPLICABLE_TRAINER_FIELDS`).
 
 :func:`hub_access_problem` (the Hub answers when pushing) runs once, in ``MMoETrainer.__init__``, since it needs
 the network; the data is checked there too (:mod:`mmoe.training.pipeline_data`).
@@ -360,6 +363,129 @@ def training_argument_problems(args: Any) -> list[str]:
     return problems
 
 
+# ------------------------------------------------------------------------------------------- Trainer flags
+_NO_CHECKPOINTS = ("stages keep their best epoch in memory and write only their adapters and records, never "
+                   "Trainer checkpoints; a finished stage is resumed from its records (rerun with the same "
+                   "--output_dir)")
+_SELECTION = "stages select their best epoch themselves, by --selection_metric; use --selection_metric instead"
+_OWN_METRICS = "each stage scores its validation predictions with mmoe's own metrics (--selection_metric)"
+
+UNSUPPORTED_TRAINER_FLAGS: dict[str, str] = {
+    "save_strategy": _NO_CHECKPOINTS + "; leave --save_strategy at no.",
+    "save_steps": _NO_CHECKPOINTS + ".",
+    "save_total_limit": _NO_CHECKPOINTS + ".",
+    "save_only_model": _NO_CHECKPOINTS + ".",
+    "save_on_each_node": _NO_CHECKPOINTS + ".",
+    "enable_jit_checkpoint": _NO_CHECKPOINTS + ".",
+    "resume_from_checkpoint": "there are no Trainer checkpoints to resume from; rerun with the same --output_dir: "
+                              "finished stages are skipped (--overwrite_output_dir redoes them).",
+    "ignore_data_skip": "it applies only when resuming from a checkpoint; rerun with the same --output_dir instead "
+                        "(finished stages are skipped).",
+    "restore_callback_states_from_checkpoint": "it applies only when resuming from a checkpoint; rerun with the "
+                                               "same --output_dir instead (finished stages are skipped).",
+    "load_best_model_at_end": _SELECTION + " (the best epoch is always restored).",
+    "metric_for_best_model": _SELECTION + ".",
+    "greater_is_better": _SELECTION + " (every selection metric is maximised).",
+    "eval_strategy": "stages evaluate every epoch to select their best epoch; leave --eval_strategy at epoch.",
+    "eval_steps": "stages evaluate once per epoch to select their best epoch (--eval_strategy epoch).",
+    "label_names": "each stage names its own label field (labels, or interaction_labels for the router).",
+    "label_smoothing_factor": "the stages compute their own losses (the router's objective, I2MoE's interaction "
+                              "losses); the Trainer's label smoothing would replace them.",
+    "prediction_loss_only": _OWN_METRICS + ", which needs the predictions.",
+    "include_for_metrics": _OWN_METRICS + ", which read predictions and labels only.",
+    "batch_eval_metrics": _OWN_METRICS + " over the whole split, not batch by batch.",
+    "eval_do_concat_batches": _OWN_METRICS + " over the concatenated predictions.",
+    "hub_strategy": "only the finished output folder is pushed (--push_to_hub), once, after the last stage; "
+                    "stages push nothing.",
+    "hub_always_push": "only the finished output folder is pushed (--push_to_hub), once, after the last stage.",
+    "hub_revision": "--push_to_hub pushes to the main branch; to push to a branch, publish the finished folder "
+                    "with `mmoe-card --output_dir <folder> --push_to_hub --hub_model_id ... --hub_revision ...`.",
+}
+"""``TrainingArguments`` fields that the recipe overrides or cannot honour, each with the reason: setting one away
+from its default (``MMoETrainingArguments``' own default where it redeclares the field) is refused, never ignored."""
+
+NOT_APPLICABLE_TRAINER_FIELDS: dict[str, str] = {
+    "remove_unused_columns": "the collators read the raw rows, so every stage passes False; either value trains the "
+                             "same.",
+    "do_train": "bookkeeping of transformers' example scripts: mmoe-train always trains every stage.",
+    "do_eval": "bookkeeping of transformers' example scripts: every stage is always evaluated on validation.",
+    "do_predict": "bookkeeping of transformers' example scripts: the test split is always evaluated when present.",
+    "local_rank": "set by the distributed launcher (torchrun, accelerate), not by the user.",
+}
+"""``TrainingArguments`` fields that do not apply to the recipe or are bookkeeping (accepted, with no effect)."""
+
+HONOURED_TRAINER_FIELDS: tuple[str, ...] = (
+    # where the run goes (each stage's Trainer logs under <output_dir>/runs/<stage>)
+    "output_dir",
+    # the optimisation, passed to every stage's Trainer (learning rate and epochs unless a stage has its own)
+    "per_device_train_batch_size", "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type",
+    "lr_scheduler_kwargs", "warmup_steps", "optim", "optim_args", "optim_target_modules", "weight_decay",
+    "adam_beta1", "adam_beta2", "adam_epsilon", "gradient_accumulation_steps", "average_tokens_across_devices",
+    "max_grad_norm", "auto_find_batch_size", "neftune_noise_alpha", "seed", "data_seed", "full_determinism",
+    # precision, memory and kernels
+    "bf16", "fp16", "bf16_full_eval", "fp16_full_eval", "tf32", "activation_checkpointing",
+    "activation_checkpointing_kwargs", "gradient_checkpointing", "gradient_checkpointing_kwargs", "torch_compile",
+    "torch_compile_backend", "torch_compile_mode", "use_liger_kernel", "liger_kernel_config", "use_cache",
+    "torch_empty_cache_steps",
+    # logging and reporting (the run name gets the stage's name appended)
+    "logging_strategy", "logging_steps", "logging_first_step", "log_on_each_node", "logging_nan_inf_filter",
+    "include_num_input_tokens_seen", "log_level", "log_level_replica", "disable_tqdm", "report_to", "run_name",
+    "project", "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id", "skip_memory_metrics", "debug",
+    # evaluation (every epoch; these say how)
+    "per_device_eval_batch_size", "eval_delay", "eval_on_start", "eval_use_gather_object", "eval_accumulation_steps",
+    # the Hub: the finished output folder is pushed once, after the last stage
+    "push_to_hub", "hub_token", "hub_private_repo", "hub_model_id",
+    # devices, data loading, distribution
+    "use_cpu", "accelerator_config", "parallelism_config", "dataloader_drop_last", "dataloader_num_workers",
+    "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor",
+    "dataloader_multiprocessing_context", "dataloader_in_order", "train_sampling_strategy", "length_column_name",
+    "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "ddp_static_graph", "ddp_backend",
+    "ddp_timeout", "fsdp", "fsdp_config", "deepspeed",
+)
+"""``TrainingArguments`` fields that reach every stage's ``Trainer`` as the user set them (``stage_arguments``)."""
+
+
+def _plain_value(value: Any) -> Any:
+    """``IntervalStrategy.EPOCH`` -> ``"epoch"``: ``TrainingArguments.__post_init__`` turns some strings into enums."""
+    import enum
+
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def trainer_field_default(args: Any, name: str) -> Any:
+    """The dataclass default of field ``name`` of ``args``' class (``MMoETrainingArguments`` redeclares a few)."""
+    import dataclasses
+
+    spec = type(args).__dataclass_fields__[name]
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    if spec.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return spec.default_factory()  # type: ignore[misc]
+    return None
+
+
+def unsupported_trainer_flag_problems(args: Any) -> list[str]:
+    """One problem per :data:`UNSUPPORTED_TRAINER_FLAGS` field set away from its default, with the reason.
+
+    Not part of :func:`training_argument_problems` (run by ``MMoETrainingArguments.__post_init__``): each stage's own
+    copy of the arguments (``stage_arguments``) sets ``label_names`` and ``eval_strategy`` itself."""
+    problems = []
+    for name, reason in UNSUPPORTED_TRAINER_FLAGS.items():
+        if name not in getattr(type(args), "__dataclass_fields__", {}):
+            continue  # a transformers version without the field
+        value, default = _plain_value(getattr(args, name)), _plain_value(trainer_field_default(args, name))
+        if value == default or (not value and not default and value is not False and default is not False):
+            continue  # None / [] / "" are the same "not set"
+        problems.append(f"--{name} {_flag_text(value)} is not supported by mmoe-train: {reason}")
+    return problems
+
+
+def _flag_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(_plain_value(item)) for item in value)
+    return str(_plain_value(value))
+
+
 # ------------------------------------------------------------------------------------------- file system
 def hub_id_problem(option: str, repo_id: str | None) -> str | None:
     """A message when ``repo_id`` (given) is not a valid Hub repository id."""
@@ -529,6 +655,9 @@ def precision_problems(model_args: Any, training_args: Any) -> list[str]:
 def training_arguments_error_message(error: Exception) -> str:
     """``TrainingArguments``' own refusal (raised while it is built) as a one-line mmoe-train problem."""
     message = " ".join(str(error).split())
+    if message.startswith("--load_best_model_at_end"):  # transformers refuses it first (save/eval strategies differ)
+        reason = UNSUPPORTED_TRAINER_FLAGS["load_best_model_at_end"]
+        return f"--load_best_model_at_end is not supported by mmoe-train: {reason}"
     if "bf16" in message and "use_cpu" in message:
         return (
             "--bf16 needs a GPU with bfloat16 support, and none was found; to train in bfloat16 on the CPU add "
@@ -591,6 +720,7 @@ def check_arguments(model_args: Any, data_args: Any | None, training_args: Any, 
     from ..data.collators import resolve_text_template
 
     problems = model_argument_problems(model_args) + recipe_problems(training_args)
+    problems += unsupported_trainer_flag_problems(training_args)
     problems += _collect(
         output_dir_problem(training_args.output_dir),
         backbone_problem("backbone", model_args.backbone),
@@ -611,6 +741,9 @@ def check_arguments(model_args: Any, data_args: Any | None, training_args: Any, 
 
 __all__ = [
     "ArgumentsError",
+    "HONOURED_TRAINER_FIELDS",
+    "NOT_APPLICABLE_TRAINER_FIELDS",
+    "UNSUPPORTED_TRAINER_FLAGS",
     "TINY_BACKBONES",
     "backbone_problem",
     "check_arguments",
@@ -624,4 +757,5 @@ __all__ = [
     "output_dir_problem",
     "precision_problems",
     "training_argument_problems",
+    "unsupported_trainer_flag_problems",
 ]
